@@ -1,0 +1,96 @@
+"""The action expert: a narrow Wan DiT over action tokens, built from diffusers' Wan modules.
+
+Same layer count, heads and head dim as the video expert (so both can share one attention per layer), but its
+own width (1024 in the paper) and FFN. One token per action step, 1D RoPE over the full head dim, one scalar
+timestep per sample driving adaLN, its own text projection and cross-attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention import FeedForward
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
+from diffusers.models.normalization import FP32LayerNorm
+from diffusers.models.transformers.transformer_wan import (
+    WanAttention,
+    WanAttnProcessor,
+    WanTimeTextImageEmbedding,
+    WanTransformerBlock,
+)
+from torch import nn
+
+
+class ActionTransformerBlock(WanTransformerBlock):
+    """A ``WanTransformerBlock`` whose attention width (heads x head_dim) differs from its hidden width.
+
+    diffusers' block ties head_dim to ``dim // num_heads``; the action expert projects 1024 -> 24 x 128 so its
+    keys and values live in the video expert's attention space. Submodule names match the parent class, so
+    the MoT layer loop treats both experts' blocks alike.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, head_dim: int, eps: float = 1e-6):
+        nn.Module.__init__(self)
+        self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.attn1 = WanAttention(dim, heads=num_heads, dim_head=head_dim, eps=eps, processor=WanAttnProcessor())
+        self.attn2 = WanAttention(
+            dim,
+            heads=num_heads,
+            dim_head=head_dim,
+            eps=eps,
+            cross_attention_dim_head=head_dim,
+            processor=WanAttnProcessor(),
+        )
+        self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=True)
+        self.ffn = FeedForward(dim, inner_dim=ffn_dim, activation_fn="gelu-approximate")
+        self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+
+class ActionExpert(nn.Module):
+    def __init__(
+        self,
+        action_dim: int,
+        hidden_dim: int,
+        ffn_dim: int,
+        num_layers: int,
+        num_heads: int,
+        head_dim: int,
+        text_dim: int,
+        freq_dim: int,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.action_in = nn.Linear(action_dim, hidden_dim)
+        self.condition_embedder = WanTimeTextImageEmbedding(
+            dim=hidden_dim, time_freq_dim=freq_dim, time_proj_dim=hidden_dim * 6, text_embed_dim=text_dim
+        )
+        self.blocks = nn.ModuleList(
+            [ActionTransformerBlock(hidden_dim, ffn_dim, num_heads, head_dim, eps) for _ in range(num_layers)]
+        )
+        self.action_out = nn.Linear(hidden_dim, action_dim)
+        self.head_dim = head_dim
+
+    def build_rope(self, max_actions: int, device: torch.device | str = "cpu") -> None:
+        """1D RoPE over the full head dim, positions 0..max_actions-1, theta 10000 (not learned).
+
+        Called by the owner after construction, which may run on the meta device."""
+        cos, sin = get_1d_rotary_pos_embed(
+            self.head_dim, max_actions, theta=10000.0, use_real=True, repeat_interleave_real=True,
+            freqs_dtype=torch.float64,
+        )
+        self.register_buffer("rope_cos", cos.float().to(device), persistent=False)
+        self.register_buffer("rope_sin", sin.float().to(device), persistent=False)
+
+    def rope(self, num_actions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """1D RoPE tables ``[1, num_actions, 1, head_dim]`` for positions 0..num_actions-1."""
+        return self.rope_cos[None, :num_actions, None], self.rope_sin[None, :num_actions, None]
+
+    def embed_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        """adaLN input ``[B, 1, 6, hidden]`` from one timestep per sample (one modulation group)."""
+        emb = self.condition_embedder
+        t = emb.timesteps_proj(timestep).to(emb.time_embedder.linear_1.weight.dtype)
+        temb = emb.time_embedder(t)
+        return emb.time_proj(emb.act_fn(temb)).unflatten(1, (6, -1)).unsqueeze(1)
+
+    def embed_context(self, context: torch.Tensor) -> torch.Tensor:
+        return self.condition_embedder.text_embedder(context)

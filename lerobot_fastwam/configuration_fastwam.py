@@ -1,0 +1,321 @@
+"""Configuration of the Fast-WAM policy.
+
+Every architecture number defaults to the paper's model (Wan2.2-TI2V-5B video expert plus a 1 B action
+expert). ``--policy.preset=tiny`` swaps in a model small enough for CPU tests and demos; fields a user sets
+explicitly on the command line win over the preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+# The built-in policy registers the type "fastwam" when its config module is imported; import it first so
+# that our registration below replaces it instead of being replaced by it.
+import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
+from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
+from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+
+# Values a preset applies to fields still at their 5B default.
+PRESETS: dict[str, dict[str, object]] = {
+    "wan2.2-ti2v-5b": {},
+    "tiny": {
+        "num_layers": 2,
+        "num_heads": 2,
+        "head_dim": 12,
+        "video_ffn_dim": 48,
+        "action_hidden_dim": 16,
+        "action_ffn_dim": 32,
+        "text_dim": 32,
+        "freq_dim": 16,
+        "image_size": (32, 64),
+        "text_max_length": 16,
+        "pretrained_model_id": None,
+        "random_vae_base_dim": 4,
+        "random_text_encoder_layers": 1,
+        "dtype": "float32",
+    },
+    "small": {
+        "num_layers": 4,
+        "num_heads": 4,
+        "head_dim": 32,
+        "video_ffn_dim": 512,
+        "action_hidden_dim": 64,
+        "action_ffn_dim": 256,
+        "text_dim": 64,
+        "freq_dim": 64,
+        "image_size": (64, 128),
+        "text_max_length": 32,
+        "pretrained_model_id": None,
+        "random_vae_base_dim": 8,
+        "random_text_encoder_layers": 2,
+        "dtype": "float32",
+    },
+}
+
+VAE_SPATIAL_COMPRESSION = 16  # Wan2.2 VAE: 16x16 pixels per latent
+VAE_TEMPORAL_COMPRESSION = 4  # and 4 frames per latent frame after the first
+PATCH_SIZE = (1, 2, 2)  # DiT patch on the latent grid: one token covers 32x32 pixels
+
+
+@dataclass
+class FastWAMConfig(PreTrainedConfig):
+    """Fast-WAM policy configuration.
+
+    Args:
+        chunk_size: actions predicted per call (the paper's action chunk, 32).
+        n_action_steps: actions executed from each chunk before predicting again.
+        num_video_frames: frames the video expert is trained on (first + future), subsampled from the
+            dataset every ``video_frame_stride`` frames. ``(num_video_frames - 1)`` must be a multiple of 4
+            (the VAE's temporal compression): 9 frames -> 3 latent frames (1 clean + 2 future).
+        image_size: (height, width) of the tiled camera image fed to the VAE; cameras are placed side by
+            side in ``camera_keys`` order, each ``(height, width / num_cameras)``.
+        camera_keys: camera order for tiling; ``None`` uses the sorted dataset camera keys.
+        pretrained_model_id: Wan2.2 Diffusers repo (Hub id or local dir) for the VAE, umT5 encoder and
+            tokenizer, and for the video expert's initial weights. ``None`` builds small random frozen
+            components (tests and demos) that are then saved inside the checkpoint.
+        attention_backend: "sdpa" (default), "xformers" (when installed), or "auto".
+        inference_seed: fixed-seed noise for the action sampler, as in the paper (``None``: fresh noise).
+    """
+
+    # Input / output structure
+    n_obs_steps: int = 1
+    chunk_size: int = 32
+    n_action_steps: int = 10
+    num_video_frames: int = 9
+    video_frame_stride: int = 4
+    image_size: tuple[int, int] = (224, 448)
+    camera_keys: list[str] | None = None
+
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.IDENTITY,
+            "STATE": NormalizationMode.MEAN_STD,
+            "ACTION": NormalizationMode.MEAN_STD,
+        }
+    )
+
+    # Architecture (defaults: Wan2.2-TI2V-5B + the paper's action expert)
+    preset: str | None = None
+    num_layers: int = 30
+    num_heads: int = 24
+    head_dim: int = 128
+    video_ffn_dim: int = 14336
+    action_hidden_dim: int = 1024
+    action_ffn_dim: int = 4096
+    text_dim: int = 4096
+    freq_dim: int = 256
+    latent_channels: int = 48
+    dtype: str = "bfloat16"
+    attention_backend: str = "sdpa"
+    gradient_checkpointing: bool = False
+    freeze_video_expert: bool = False
+
+    # Frozen components
+    pretrained_model_id: str | None = WAN22_TI2V_5B_DIFFUSERS
+    text_max_length: int = 128
+    prompt_template: str = (
+        "A video recorded from a robot's point of view executing the following instruction: {task}"
+    )
+    text_cache_size: int = 512
+    random_vae_base_dim: int = 16
+    random_text_encoder_layers: int = 2
+
+    # Flow matching
+    timestep_shift: float = 5.0
+    num_train_timesteps: int = 1000
+    timestep_loss_weighting: bool = True
+    video_loss_weight: float = 1.0
+    action_loss_weight: float = 1.0
+    num_inference_steps: int = 10
+    inference_seed: int | None = 42
+
+    # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, 5% warm-up, cosine to 1%, clip 1.0)
+    optimizer_lr: float = 1e-4
+    optimizer_betas: tuple[float, float] = (0.9, 0.95)
+    optimizer_weight_decay: float = 0.01
+    optimizer_grad_clip_norm: float = 1.0
+    scheduler_warmup_steps: int = 1000
+    scheduler_decay_steps: int = 20000
+    scheduler_decay_lr: float = 1e-6
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.preset is not None:
+            self._apply_preset(self.preset)
+        self.image_size = tuple(int(v) for v in self.image_size)
+        self.optimizer_betas = tuple(self.optimizer_betas)
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(
+                f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size})."
+            )
+        if (self.num_video_frames - 1) % VAE_TEMPORAL_COMPRESSION != 0 or self.num_video_frames < 1:
+            raise ValueError(
+                f"num_video_frames must be 1 + 4k (the VAE compresses 4 frames per latent frame), "
+                f"got {self.num_video_frames}. The paper uses 9."
+            )
+        pixels_per_token = VAE_SPATIAL_COMPRESSION * PATCH_SIZE[1]
+        if self.image_size[0] % pixels_per_token or self.image_size[1] % pixels_per_token:
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of {pixels_per_token} in both dimensions "
+                f"(one DiT token covers {pixels_per_token}x{pixels_per_token} pixels)."
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+        if self.attention_backend not in ("sdpa", "xformers", "auto"):
+            raise ValueError(
+                f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}."
+            )
+
+    def _apply_preset(self, name: str) -> None:
+        if name not in PRESETS:
+            raise ValueError(f"Unknown Fast-WAM preset {name!r}; choose one of {sorted(PRESETS)}.")
+        defaults = {f.name: f.default for f in dataclasses.fields(type(self))}
+        for key, value in PRESETS[name].items():
+            if getattr(self, key) == defaults[key]:
+                setattr(self, key, value)
+        # Resolved values are saved; the preset name is not re-applied on load.
+        self.preset = None
+
+    # ----------------------------------------------------------------------------------------------
+    # Derived structure
+    @property
+    def video_hidden_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.action_feature.shape[0])
+
+    @property
+    def state_dim(self) -> int | None:
+        feature = self.robot_state_feature
+        return None if feature is None else int(feature.shape[0])
+
+    @property
+    def ordered_camera_keys(self) -> list[str]:
+        return list(self.camera_keys) if self.camera_keys else sorted(self.image_features)
+
+    @property
+    def camera_image_size(self) -> tuple[int, int]:
+        """(height, width) of one camera inside the tiled image."""
+        return self.image_size[0], self.image_size[1] // len(self.ordered_camera_keys)
+
+    @property
+    def latent_grid(self) -> tuple[int, int]:
+        return self.image_size[0] // VAE_SPATIAL_COMPRESSION, self.image_size[1] // VAE_SPATIAL_COMPRESSION
+
+    @property
+    def tokens_per_latent_frame(self) -> int:
+        h, w = self.latent_grid
+        return (h // PATCH_SIZE[1]) * (w // PATCH_SIZE[2])
+
+    @property
+    def num_latent_frames(self) -> int:
+        return 1 + (self.num_video_frames - 1) // VAE_TEMPORAL_COMPRESSION
+
+    # ----------------------------------------------------------------------------------------------
+    # LeRobot policy-config contract
+    @property
+    def observation_delta_indices(self) -> list[int]:
+        return [i * self.video_frame_stride for i in range(self.num_video_frames)]
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.chunk_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None
+
+    def get_optimizer_preset(self) -> AdamWConfig:
+        return AdamWConfig(
+            lr=self.optimizer_lr,
+            betas=self.optimizer_betas,
+            weight_decay=self.optimizer_weight_decay,
+            grad_clip_norm=self.optimizer_grad_clip_norm,
+        )
+
+    def get_scheduler_preset(self) -> CosineDecayWithWarmupSchedulerConfig:
+        return CosineDecayWithWarmupSchedulerConfig(
+            peak_lr=self.optimizer_lr,
+            decay_lr=self.scheduler_decay_lr,
+            num_warmup_steps=self.scheduler_warmup_steps,
+            num_decay_steps=self.scheduler_decay_steps,
+        )
+
+    def validate_features(self) -> None:
+        """Check the features against the model's fixed layout; every error says how to fix it."""
+        if not self.image_features:
+            raise ValueError(
+                "Fast-WAM needs at least one camera (an `observation.images.*` feature) in the dataset or env."
+            )
+        if self.action_feature is None:
+            raise ValueError("Fast-WAM needs an `action` output feature.")
+        if self.camera_keys:
+            missing = [key for key in self.camera_keys if key not in self.image_features]
+            if missing:
+                raise ValueError(
+                    f"camera_keys {missing} are not among the input cameras {sorted(self.image_features)}. "
+                    "Fix `--policy.camera_keys`, or map the camera names with `--rename_map`."
+                )
+        target_h, target_w = self.camera_image_size
+        for key in self.ordered_camera_keys:
+            shape = tuple(self.image_features[key].shape)
+            if len(shape) != 3 or shape[0] != 3:
+                raise ValueError(f"Camera `{key}` must have shape (3, H, W), got {shape}.")
+            check_camera_aspect(key, shape[1], shape[2], target_h, target_w, len(self.ordered_camera_keys))
+
+
+def check_camera_aspect(key: str, height: int, width: int, target_h: int, target_w: int, n_cams: int) -> None:
+    """A camera may be resized but never stretched: its aspect ratio must match its tile."""
+    if height * target_w == width * target_h:
+        return
+    suggestion = _suggest_image_size(height, width, n_cams)
+    raise ValueError(
+        f"Camera `{key}` is {height}x{width} (aspect {width / height:.3f}) but Fast-WAM tiles it into "
+        f"{target_h}x{target_w} (aspect {target_w / target_h:.3f}); resizing would stretch it. "
+        f"Set `--policy.image_size` so each of the {n_cams} camera tile(s) keeps the camera aspect"
+        + (f", e.g. --policy.image_size='[{suggestion[0]},{suggestion[1]}]'" if suggestion else "")
+        + ", or crop the camera to the trained layout."
+    )
+
+
+def _suggest_image_size(height: int, width: int, n_cams: int) -> tuple[int, int] | None:
+    unit = VAE_SPATIAL_COMPRESSION * PATCH_SIZE[1]
+    candidates = []
+    for h in range(unit, 8 * unit + 1, unit):
+        tile_w = h * width / height
+        total_w = tile_w * n_cams
+        if tile_w.is_integer() and total_w % unit == 0 and math.isclose(tile_w / h, width / height):
+            candidates.append((abs(h * total_w - 224 * 448), (h, int(total_w))))
+    return min(candidates)[1] if candidates else None
+
+
+def default_features(action_dim: int, state_dim: int | None, image_size: tuple[int, int], cameras: int = 1):
+    """Input/output features for building a policy without a dataset (tests, benchmarks)."""
+    height, width = image_size
+    inputs = {
+        f"observation.images.cam{i}": PolicyFeature(FeatureType.VISUAL, (3, height, width // cameras))
+        for i in range(cameras)
+    }
+    if state_dim is not None:
+        inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
+    return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))}
+
+
+def register_as_fastwam() -> bool:
+    """Make ``--policy.type=fastwam`` resolve to this plugin. Returns True the first time it takes over."""
+    registry = PreTrainedConfig._choice_registry
+    replaced = registry.get("fastwam") is not FastWAMConfig
+    registry["fastwam"] = FastWAMConfig
+    return replaced
+
+
+_TOOK_OVER_BUILTIN = register_as_fastwam()

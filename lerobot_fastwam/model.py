@@ -1,0 +1,191 @@
+"""The Fast-WAM network: both experts, the state token, the co-training loss and the cached action sampler.
+
+Inputs here are already latents and text contexts; ``modeling_fastwam.FastWAMPolicy`` turns LeRobot batches
+(camera frames, task strings, states) into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+from torch import nn
+
+from .action_expert import ActionExpert
+from .configuration_fastwam import FastWAMConfig
+from .flow_matching import (
+    TimestepLossWeight,
+    add_noise,
+    inference_noise_levels,
+    sample_noise_levels,
+    velocity_target,
+)
+from .mot import ExpertStream, MixtureOfTransformers
+from .video_expert import VideoEmbedding, build_video_expert, embed_video, unembed_video
+
+
+@dataclass
+class LossTerms:
+    video: torch.Tensor  # [B], weighted per sample
+    action: torch.Tensor  # [B], weighted per sample
+
+
+class FastWAM(nn.Module):
+    def __init__(self, config: FastWAMConfig, action_dim: int, state_dim: int | None):
+        super().__init__()
+        self.config = config
+        # Parameters are created on the meta device: the owner either loads a checkpoint into them or
+        # materialises a random initialisation, so no weight is ever allocated twice.
+        with torch.device("meta"):
+            video = build_video_expert(
+                config.num_layers, config.num_heads, config.head_dim, config.video_ffn_dim,
+                config.latent_channels, config.text_dim, config.freq_dim,
+            )
+            action = ActionExpert(
+                action_dim=action_dim, hidden_dim=config.action_hidden_dim, ffn_dim=config.action_ffn_dim,
+                num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim,
+                text_dim=config.text_dim, freq_dim=config.freq_dim,
+            )
+            # Proprioception enters as one extra context token that both experts cross-attend to.
+            self.state_encoder = None if state_dim is None else nn.Linear(state_dim, config.text_dim)
+        # RoPE tables are computed, not learned: build them on a real device.
+        video.rope = WanRotaryPosEmbed(config.head_dim, video.config.patch_size, video.config.rope_max_seq_len)
+        action.build_rope(max(config.chunk_size, 1024))
+        self.mot = MixtureOfTransformers(video, action, config.gradient_checkpointing)
+        self.loss_weight = TimestepLossWeight(config.num_train_timesteps, config.timestep_shift)
+
+    @property
+    def video(self):
+        return self.mot.video
+
+    @property
+    def action(self) -> ActionExpert:
+        return self.mot.action
+
+    def build_context(self, text_context: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """Text context ``[B, L, text_dim]`` plus the state token -> ``[B, L (+1), text_dim]``."""
+        if self.state_encoder is None:
+            return text_context
+        weight = self.state_encoder.weight
+        token = self.state_encoder(state.to(weight.dtype)).unsqueeze(1)
+        return torch.cat([text_context.to(token.dtype), token], dim=1)
+
+    def _video_stream(self, latents, frame_timesteps, context) -> tuple[ExpertStream, VideoEmbedding]:
+        emb = embed_video(self.video, latents, frame_timesteps, context)
+        return ExpertStream(emb.tokens, emb.modulation, emb.rope, emb.context), emb
+
+    def _action_stream(self, noisy_actions, timesteps, context) -> ExpertStream:
+        weight = self.action.action_in.weight
+        return ExpertStream(
+            self.action.action_in(noisy_actions.to(weight.dtype)),
+            self.action.embed_timestep(timesteps),
+            self.action.rope(noisy_actions.shape[1]),
+            self.action.embed_context(context.to(weight.dtype)),
+        )
+
+    def velocity(
+        self,
+        latents: torch.Tensor,
+        frame_timesteps: torch.Tensor,
+        context: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        action_timesteps: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint masked forward over all latent frames and the action chunk -> (video, action) velocities."""
+        video, emb = self._video_stream(latents, frame_timesteps, context)
+        action = self._action_stream(noisy_actions, action_timesteps, context)
+        tokens_per_frame = emb.tokens.shape[1] // latents.shape[2]
+        xv, xa = self.mot.joint(video, action, first_frame_len=tokens_per_frame)
+        return unembed_video(self.video, xv, emb), self.action.action_out(xa)
+
+    def compute_loss(
+        self,
+        latents: torch.Tensor,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        action_is_pad: torch.Tensor | None = None,
+        future_frame_is_pad: torch.Tensor | None = None,
+    ) -> LossTerms:
+        """Flow-matching co-training loss per sample.
+
+        Args:
+            latents: clean video latents ``[B, C, F, h, w]``; frame 0 stays clean (t=0) and is not scored.
+            context: text (+ state) context ``[B, L, text_dim]``.
+            actions: normalised target actions ``[B, H, A]``.
+            action_is_pad: ``[B, H]``, True for steps past the episode end (not scored).
+            future_frame_is_pad: ``[B, F - 1]``, True for future latent frames that are only padding.
+        """
+        cfg = self.config
+        batch, frames = latents.shape[0], latents.shape[2]
+        s_video = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
+        s_action = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
+        noise_video = torch.randn_like(latents)
+        noisy_video = add_noise(latents, noise_video, s_video)
+        noisy_video[:, :, 0] = latents[:, :, 0]
+        frame_t = (s_video * cfg.num_train_timesteps)[:, None].repeat(1, frames)
+        frame_t[:, 0] = 0.0
+        noise_action = torch.randn_like(actions)
+        action_t = s_action * cfg.num_train_timesteps
+        pred_video, pred_action = self.velocity(
+            noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t
+        )
+
+        video_err = (pred_video.float() - velocity_target(latents, noise_video)).pow(2).mean(dim=(1, 3, 4))[:, 1:]
+        action_err = (pred_action.float() - velocity_target(actions, noise_action).float()).pow(2).mean(dim=2)
+        video_loss = _masked_mean(video_err, future_frame_is_pad)
+        action_loss = _masked_mean(action_err, action_is_pad)
+        if cfg.timestep_loss_weighting:
+            video_loss = video_loss * self.loss_weight(frame_t[:, -1])
+            action_loss = action_loss * self.loss_weight(action_t)
+        return LossTerms(video=video_loss, action=action_loss)
+
+    @torch.no_grad()
+    def sample_actions(
+        self, first_frame_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor, num_steps: int
+    ) -> torch.Tensor:
+        """Cached Fast-WAM inference: prefill the clean first frame once, then Euler-integrate the actions.
+
+        Everything that is constant within the chunk is computed once before the loop: the first frame's
+        per-layer keys/values, the action expert's cross-attention keys/values, RoPE tables and the adaLN
+        modulation of every step.
+        """
+        cfg = self.config
+        batch, horizon = noise.shape[0], noise.shape[1]
+        video, _ = self._video_stream(
+            first_frame_latents, first_frame_latents.new_zeros(batch, 1), context
+        )
+        cache = self.mot.prefill_first_frame(video, num_actions=horizon)
+        action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
+        self.mot.cache_action_context(cache, action_context)
+        rope = self.action.rope(horizon)
+
+        levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
+        step_timesteps = (levels[:-1] * cfg.num_train_timesteps).repeat_interleave(batch)
+        modulations = self.action.embed_timestep(step_timesteps).unflatten(0, (num_steps, batch))
+        deltas = (levels[1:] - levels[:-1]).tolist()
+
+        x = noise.float()
+        weight = self.action.action_in.weight
+        for step in range(num_steps):
+            stream = ExpertStream(self.action.action_in(x.to(weight.dtype)), modulations[step], rope, action_context)
+            velocity = self.action.action_out(self.mot.denoise_actions(stream, cache))
+            x = x + deltas[step] * velocity.float()
+        return x
+
+
+def _masked_mean(values: torch.Tensor, is_pad: torch.Tensor | None) -> torch.Tensor:
+    """Mean over dim 1 of ``[B, N]`` values, skipping padded entries (all-padded rows give 0)."""
+    if is_pad is None:
+        return values.mean(dim=1)
+    valid = (~is_pad).to(values.dtype)
+    return (values * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1.0)
+
+
+def future_latent_padding(frame_is_pad: torch.Tensor) -> torch.Tensor:
+    """Model-frame padding ``[B, T]`` -> future latent-frame padding ``[B, (T - 1) / 4]``.
+
+    Latent frame j >= 1 encodes frames 4(j-1)+1 .. 4j; it is padding when all of them are.
+    """
+    tail = frame_is_pad[:, 1:]
+    return tail.unflatten(1, (-1, 4)).all(dim=2)

@@ -1,0 +1,309 @@
+"""``FastWAMPolicy``: the LeRobot policy around the Fast-WAM network.
+
+It turns LeRobot batches into the network's inputs (tiled camera frames -> VAE latents, task strings ->
+cached umT5 context, state -> context token), checks them first so that bad input fails with a message that
+names the fix, and owns checkpoint loading (strict, safetensors, without materialising weights twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+import torch
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.utils.constants import ACTION, OBS_STATE
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from .attention import resolve_backend
+from .configuration_fastwam import FastWAMConfig
+from .frozen_encoders import LatentEncoder, PromptEncoder, _load_or_explain
+from .model import FastWAM, future_latent_padding
+
+logger = logging.getLogger(__name__)
+
+# Optional precomputed inputs a batch may carry instead of frames / task strings.
+LATENTS_KEY = "fastwam.latents"  # [B, C, F, h, w] normalised VAE latents (F = 1 at inference)
+TEXT_CONTEXT_KEY = "fastwam.text_context"  # [B, L, text_dim] umT5 context (padding zeroed)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _materialize_random(module: nn.Module, device: torch.device | str) -> None:
+    """Allocate meta parameters on ``device`` and give them their modules' default initialisation."""
+    for sub in module.modules():
+        metas = [name for name, p in sub._parameters.items() if p is not None and p.is_meta]
+        if not metas:
+            continue
+        for name in metas:
+            old = sub._parameters[name]
+            sub._parameters[name] = nn.Parameter(torch.empty_like(old, device=device), old.requires_grad)
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+        if "scale_shift_table" in metas:  # diffusers initialises adaLN tables as randn / sqrt(dim)
+            table = sub.scale_shift_table
+            with torch.no_grad():
+                table.copy_(torch.randn_like(table) / table.shape[-1] ** 0.5)
+
+
+class FastWAMPolicy(PreTrainedPolicy):
+    config_class = FastWAMConfig
+    name = "fastwam"
+    _build_for_checkpoint = False  # set by from_pretrained: weights come from the checkpoint
+
+    def __init__(self, config: FastWAMConfig, dataset_stats: dict | None = None, **kwargs: Any):
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        device = config.device or "cpu"
+        compute_dtype = _DTYPES[config.dtype]
+
+        self.model = FastWAM(config, config.action_dim, config.state_dim)  # parameters on the meta device
+        if not self._build_for_checkpoint:
+            self._initialize_weights(device)
+
+        if config.pretrained_model_id:
+            self.latent_encoder = LatentEncoder.pretrained(config.pretrained_model_id, compute_dtype)
+            self.prompt_encoder = PromptEncoder.pretrained(
+                config.pretrained_model_id, compute_dtype, config.text_max_length, config.prompt_template,
+                config.text_cache_size,
+            )
+            # Pretrained frozen encoders are loaded from their repository, never stored in checkpoints.
+            self.register_state_dict_post_hook(_drop_frozen_encoder_keys)
+        else:
+            self.latent_encoder = LatentEncoder.random(config.random_vae_base_dim, config.latent_channels)
+            self.prompt_encoder = PromptEncoder.random(
+                config.text_dim, config.random_text_encoder_layers, config.text_max_length,
+                config.prompt_template, config.text_cache_size,
+            )
+        if self.prompt_encoder.text_dim != config.text_dim:
+            raise ValueError(
+                f"The text encoder outputs {self.prompt_encoder.text_dim} channels but text_dim is "
+                f"{config.text_dim}; set --policy.text_dim={self.prompt_encoder.text_dim}."
+            )
+        if config.freeze_video_expert:
+            self.model.video.requires_grad_(False)
+        self.model.mot.backend = resolve_backend(config.attention_backend, device)
+        self.reset()
+
+    # ------------------------------------------------------------------------------------------------
+    # Construction and checkpoints
+    def _initialize_weights(self, device: str) -> None:
+        """Fresh policy: video expert from the Wan2.2 repository when one is configured, the rest random."""
+        cfg = self.config
+        if cfg.pretrained_model_id:
+            from diffusers import WanTransformer3DModel  # noqa: PLC0415
+
+            video = _load_or_explain(
+                WanTransformer3DModel.from_pretrained, cfg.pretrained_model_id, "transformer",
+                torch_dtype=torch.float32,
+            )
+            self._assign(self.model.video, video.state_dict(), "Wan2.2 transformer/")
+        _materialize_random(self.model, device)
+
+    @staticmethod
+    def _assign(module: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
+        expected = module.state_dict()
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        mismatched = sorted(
+            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+            for k in set(expected) & set(state_dict)
+            if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+        )
+        if missing or unexpected or mismatched:
+            raise RuntimeError(
+                f"Cannot load the Fast-WAM weights from {source}: the checkpoint does not match the model "
+                f"built from its config.\n  missing: {missing}\n  unexpected: {unexpected}\n"
+                f"  wrong shape: {mismatched}\nCheck that the config (layers, widths, action/state "
+                "dimensions, cameras) is the one the checkpoint was trained with."
+            )
+        module.load_state_dict(state_dict, strict=False, assign=True)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> FastWAMPolicy:
+        cls._build_for_checkpoint = True
+        try:
+            return super().from_pretrained(*args, **kwargs)
+        finally:
+            cls._build_for_checkpoint = False
+
+    @classmethod
+    def _load_as_safetensor(cls, model: FastWAMPolicy, model_file: str, map_location: str, strict: bool):
+        """Strict load: every missing, unexpected or mis-shaped tensor is an error that names it."""
+        device = map_location if map_location and map_location != "mps" else "cpu"
+        with safe_open(model_file, framework="pt", device=str(device)) as f:
+            state_dict = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        expected = model.state_dict()
+        for key, value in list(state_dict.items()):
+            if key in expected and expected[key].dtype != value.dtype:
+                state_dict[key] = value.to(expected[key].dtype)
+        cls._assign(model, state_dict, model_file)
+        return model
+
+    def get_optim_params(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def reset(self) -> None:
+        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+
+    # ------------------------------------------------------------------------------------------------
+    # Batch -> network inputs
+    def _autocast(self):
+        cfg_dtype = _DTYPES[self.config.dtype]
+        device_type = next(self.model.parameters()).device.type
+        return torch.autocast(device_type, dtype=cfg_dtype, enabled=cfg_dtype != torch.float32)
+
+    def _frames(self, batch: dict[str, Any], num_frames: int | None) -> Tensor:
+        """Tile the cameras side by side -> ``[B, 3, T, H, W]`` in [0, 1]. ``num_frames=None``: current frame."""
+        cfg = self.config
+        keys = cfg.ordered_camera_keys
+        absent = [k for k in keys if k not in batch]
+        if absent:
+            present = sorted(k for k in batch if k.startswith("observation.images.") and not k.endswith("_is_pad"))
+            raise KeyError(
+                f"Fast-WAM expects cameras {keys} but the batch lacks {absent} (it has {present}). "
+                "Map camera names with `--rename_map='{\"observation.images.yours\": \"observation.images.ours\"}'`."
+            )
+        tile_h, tile_w = cfg.camera_image_size
+        tiles = []
+        for key in keys:
+            image = batch[key]
+            if num_frames is None:
+                if image.ndim == 5:  # [B, T, 3, H, W]: keep the current (first) frame
+                    image = image[:, 0]
+                image = image.unsqueeze(1)
+            elif image.ndim != 5 or image.shape[1] < num_frames:
+                got = image.shape[1] if image.ndim == 5 else 1
+                raise ValueError(
+                    f"Training needs {num_frames} frames of `{key}` per sample (the current frame and the "
+                    f"future ones, every {cfg.video_frame_stride} dataset frames), got {got}. Load the dataset "
+                    "with the policy's `observation_delta_indices` (lerobot-train does this)."
+                )
+            else:
+                image = image[:, :num_frames]
+            if image.shape[2] != 3 or tuple(image.shape[-2:]) != (tile_h, tile_w):
+                raise ValueError(
+                    f"Camera `{key}` has shape {tuple(image.shape[2:])}, expected (3, {tile_h}, {tile_w}). "
+                    "Run the policy's preprocessor, which resizes cameras with the trained aspect ratio."
+                )
+            _check_finite(image, key)
+            low, high = torch.aminmax(image.detach())
+            if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:
+                raise ValueError(
+                    f"Camera `{key}` has values in [{low.item():.3g}, {high.item():.3g}]; Fast-WAM expects "
+                    "float images in [0, 1] (LeRobot's convention). Divide uint8 images by 255."
+                )
+            tiles.append(image)
+        return torch.cat(tiles, dim=-1).transpose(1, 2)
+
+    def _latents(self, batch: dict[str, Any], num_frames: int | None) -> Tensor:
+        if LATENTS_KEY in batch:
+            latents = batch[LATENTS_KEY].float()
+            return latents if num_frames is not None else latents[:, :, :1]
+        return self.latent_encoder(self._frames(batch, num_frames))
+
+    def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
+        if TEXT_CONTEXT_KEY in batch:
+            return batch[TEXT_CONTEXT_KEY]
+        task = batch.get("task")
+        if task is None:
+            raise KeyError(
+                "Fast-WAM is language-conditioned and the batch has no `task`. Give the instruction as the "
+                "dataset task, `--task`/`--dataset.single_task` in lerobot-rollout, or precompute "
+                f"`{TEXT_CONTEXT_KEY}`."
+            )
+        tasks = [task] * batch_size if isinstance(task, str) else list(task)
+        if len(tasks) != batch_size:
+            raise ValueError(f"Got {len(tasks)} task strings for a batch of {batch_size}.")
+        return self.prompt_encoder(tasks)
+
+    def _state(self, batch: dict[str, Any]) -> Tensor | None:
+        dim = self.config.state_dim
+        if dim is None:
+            return None
+        if OBS_STATE not in batch:
+            raise KeyError(
+                f"The policy was trained with `{OBS_STATE}` ({dim} values) but the batch has none. Provide the "
+                "robot state, or train a policy on a dataset without state."
+            )
+        state = batch[OBS_STATE]
+        if state.ndim == 3:  # [B, T, S] from observation_delta_indices: the current state is the first
+            state = state[:, 0]
+        if state.shape[-1] != dim:
+            raise ValueError(
+                f"`{OBS_STATE}` has {state.shape[-1]} values, the policy expects {dim}. Check the robot "
+                "or dataset matches the one the policy was trained on."
+            )
+        _check_finite(state, OBS_STATE)
+        return state
+
+    def _context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
+        return self.model.build_context(self._text_context(batch, batch_size), self._state(batch))
+
+    # ------------------------------------------------------------------------------------------------
+    # Training
+    def forward(self, batch: dict[str, Any], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
+        cfg = self.config
+        actions = batch[ACTION]
+        if actions.ndim != 3 or actions.shape[-1] != cfg.action_dim:
+            raise ValueError(
+                f"`action` must be [batch, {cfg.chunk_size}, {cfg.action_dim}], got {tuple(actions.shape)}."
+            )
+        _check_finite(actions, ACTION)
+        latents = self._latents(batch, cfg.num_video_frames)
+        frame_pad = batch.get(f"{cfg.ordered_camera_keys[0]}_is_pad")
+        future_pad = None if frame_pad is None else future_latent_padding(frame_pad[:, : cfg.num_video_frames])
+        with self._autocast():
+            context = self._context(batch, actions.shape[0])
+            terms = self.model.compute_loss(latents, context, actions, batch.get("action_is_pad"), future_pad)
+        per_sample = cfg.video_loss_weight * terms.video + cfg.action_loss_weight * terms.action
+        info = {
+            "loss_video": float(terms.video.detach().mean()),
+            "loss_action": float(terms.action.detach().mean()),
+        }
+        if reduction == "none":
+            return per_sample, info
+        return per_sample.mean(), info
+
+    # ------------------------------------------------------------------------------------------------
+    # Inference
+    def _initial_noise(self, batch_size: int, device: torch.device) -> Tensor:
+        shape = (self.config.chunk_size, self.config.action_dim)
+        if self.config.inference_seed is None:
+            return torch.randn(batch_size, *shape, device=device)
+        # Fixed-seed noise (the paper's sampler): every sample of the batch starts from the same draw, so an
+        # observation gives the same chunk wherever it sits in a batch.
+        generator = torch.Generator("cpu").manual_seed(self.config.inference_seed)
+        return torch.randn(1, *shape, generator=generator).to(device).expand(batch_size, *shape)
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
+        self.eval()
+        latents = self._latents(batch, None)
+        batch_size = latents.shape[0]
+        with self._autocast():
+            context = self._context(batch, batch_size)
+            noise = self._initial_noise(batch_size, latents.device)
+            actions = self.model.sample_actions(latents, context, noise, self.config.num_inference_steps)
+        return actions.float()
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
+        self.eval()
+        if not self._action_queue:
+            chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+
+def _check_finite(tensor: Tensor, name: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values; check the sensor or dataset.")
+
+
+def _drop_frozen_encoder_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [k for k in state_dict if k.startswith((f"{prefix}latent_encoder.", f"{prefix}prompt_encoder."))]:
+        del state_dict[key]

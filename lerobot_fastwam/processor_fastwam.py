@@ -1,0 +1,85 @@
+"""Pre/post-processing pipelines of the Fast-WAM policy.
+
+Pre: rename -> add batch dim -> device -> camera resize -> normalise (state/action; images stay in [0, 1]).
+Post: unnormalise -> CPU. The step names LeRobot's scripts override (``rename_observations_processor``,
+``device_processor``) are LeRobot's own steps; our one step has a name of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lerobot.configs import PipelineFeatureType, PolicyFeature
+from lerobot.processor import (
+    ObservationProcessorStep,
+    PolicyAction,
+    PolicyProcessorPipeline,
+    ProcessorStepRegistry,
+    make_default_policy_processor_steps,
+    make_policy_processor_pipelines,
+)
+
+from .configuration_fastwam import FastWAMConfig, check_camera_aspect
+
+logger = logging.getLogger(__name__)
+
+
+@ProcessorStepRegistry.register(name="fastwam_plugin_camera_resize")
+@dataclass
+class FastWAMCameraResizeStep(ObservationProcessorStep):
+    """Resize each camera to its tile of the trained layout; refuse to stretch one (aspect ratio change).
+
+    Args:
+        camera_sizes: camera key -> [height, width] of its tile.
+    """
+
+    camera_sizes: dict[str, list[int]] = field(default_factory=dict)
+    _logged: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        n_cams = len(self.camera_sizes)
+        for key, (height, width) in self.camera_sizes.items():
+            image = observation.get(key)
+            if not isinstance(image, torch.Tensor) or tuple(image.shape[-2:]) == (height, width):
+                continue
+            src_h, src_w = image.shape[-2:]
+            check_camera_aspect(key, src_h, src_w, height, width, n_cams)
+            if key not in self._logged:
+                logger.info("Fast-WAM: resizing camera %s from %dx%d to %dx%d.", key, src_h, src_w, height, width)
+                self._logged.add(key)
+            flat = image.reshape(-1, *image.shape[-3:])
+            if not flat.is_floating_point():
+                flat = flat.float()
+            resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+            observation[key] = resized.reshape(*image.shape[:-2], height, width)
+        return observation
+
+    def get_config(self) -> dict[str, Any]:
+        return {"camera_sizes": {k: list(v) for k, v in self.camera_sizes.items()}}
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        observations = features.get(PipelineFeatureType.OBSERVATION, {})
+        for key, (height, width) in self.camera_sizes.items():
+            if key in observations:
+                observations[key] = PolicyFeature(observations[key].type, (3, height, width))
+        return features
+
+
+def make_fastwam_pre_post_processors(
+    config: FastWAMConfig,
+    dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> tuple[PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]]:
+    # Images are not normalised: the VAE boundary maps [0, 1] to [-1, 1] itself.
+    steps = make_default_policy_processor_steps(config, dataset_stats)
+    tile = list(config.camera_image_size)
+    resize = FastWAMCameraResizeStep(camera_sizes={key: tile for key in config.ordered_camera_keys})
+    return make_policy_processor_pipelines(
+        input_steps=[steps.rename_observations, steps.add_batch_dim, steps.to_device, resize, steps.normalize],
+        output_steps=[steps.unnormalize, steps.to_cpu],
+    )
