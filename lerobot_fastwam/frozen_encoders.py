@@ -29,11 +29,12 @@ def _load_or_explain(loader, model_id: str, subfolder: str, **kwargs):
         return loader(model_id, subfolder=subfolder, **kwargs)
     except (OSError, ValueError) as exc:
         local = Path(model_id).expanduser()
-        where = (
-            f"the local directory {local} has no usable `{subfolder}/`"
-            if local.exists()
-            else f"`{model_id}` is not in the local Hugging Face cache and the Hub cannot be reached"
-        )
+        if local.exists():
+            where = f"the local directory {local} has no usable `{subfolder}/`"
+        elif model_id.startswith(("/", ".", "~")):
+            where = f"the local directory {local} does not exist"
+        else:
+            where = f"`{model_id}` is not in the local Hugging Face cache and the Hub cannot be reached"
         raise MissingWeightsError(
             f"Cannot load the Wan2.2 {subfolder} weights: {where} ({type(exc).__name__}: {exc}). "
             f"Download them once with `huggingface-cli download {model_id}` (online), or point "

@@ -137,6 +137,15 @@ class FastWAMPolicy(PreTrainedPolicy):
         with safe_open(model_file, framework="pt", device=str(device)) as f:
             state_dict = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
         expected = model.state_dict()
+        # safetensors stores a tied tensor (e.g. umT5's shared/embed_tokens) once: restore its other names.
+        tied: dict[int, list[str]] = {}
+        for key, value in expected.items():
+            if not value.is_meta:
+                tied.setdefault(value.data_ptr(), []).append(key)
+        for names in tied.values():
+            present = [k for k in names if k in state_dict]
+            for key in names if len(names) > 1 and present else []:
+                state_dict.setdefault(key, state_dict[present[0]])
         for key, value in list(state_dict.items()):
             if key in expected and expected[key].dtype != value.dtype:
                 state_dict[key] = value.to(expected[key].dtype)
@@ -163,7 +172,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         absent = [k for k in keys if k not in batch]
         if absent:
             present = sorted(k for k in batch if k.startswith("observation.images.") and not k.endswith("_is_pad"))
-            raise KeyError(
+            raise ValueError(
                 f"Fast-WAM expects cameras {keys} but the batch lacks {absent} (it has {present}). "
                 "Map camera names with `--rename_map='{\"observation.images.yours\": \"observation.images.ours\"}'`."
             )
@@ -210,7 +219,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             return batch[TEXT_CONTEXT_KEY]
         task = batch.get("task")
         if task is None:
-            raise KeyError(
+            raise ValueError(
                 "Fast-WAM is language-conditioned and the batch has no `task`. Give the instruction as the "
                 "dataset task, `--task`/`--dataset.single_task` in lerobot-rollout, or precompute "
                 f"`{TEXT_CONTEXT_KEY}`."
@@ -225,7 +234,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         if dim is None:
             return None
         if OBS_STATE not in batch:
-            raise KeyError(
+            raise ValueError(
                 f"The policy was trained with `{OBS_STATE}` ({dim} values) but the batch has none. Provide the "
                 "robot state, or train a policy on a dataset without state."
             )

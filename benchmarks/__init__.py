@@ -1,0 +1,1 @@
+"""Benchmarks for the Fast-WAM plugin (not part of the installed package)."""

@@ -1,0 +1,113 @@
+"""Bad input fails with an error that names the problem and the fix."""
+
+import logging
+
+import pytest
+import torch
+from lerobot.configs import FeatureType, PolicyFeature
+
+from lerobot_fastwam.frozen_encoders import MissingWeightsError
+from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
+
+from .conftest import make_config, make_policy, observation, training_batch
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return make_policy(cameras=2)
+
+
+def test_wrong_camera_keys(policy):
+    batch = observation(policy.config)
+    batch["observation.images.top"] = batch.pop("observation.images.cam1")
+    with pytest.raises(ValueError, match=r"(?s)lacks \['observation.images.cam1'\].*--rename_map"):
+        policy.predict_action_chunk(batch)
+
+
+def test_camera_keys_not_in_features_rejected_at_construction():
+    config = make_config(cameras=2, camera_keys=["observation.images.cam0", "observation.images.side"])
+    with pytest.raises(ValueError, match="camera_keys.*--rename_map"):
+        config.validate_features()
+
+
+def test_camera_aspect_ratio_differs_from_the_trained_layout():
+    config = make_config(cameras=1)  # one tile of 32x64
+    config.input_features["observation.images.cam0"] = PolicyFeature(FeatureType.VISUAL, (3, 48, 64))
+    with pytest.raises(ValueError, match=r"48x64.*stretch.*--policy.image_size"):
+        config.validate_features()
+    pre, _ = make_fastwam_pre_post_processors(make_config(cameras=1))
+    bad = {"observation.images.cam0": torch.rand(1, 3, 48, 64), "observation.state": torch.zeros(1, 8), "task": "x"}
+    with pytest.raises(ValueError, match="stretch"):
+        pre(bad)
+
+
+def test_same_aspect_ratio_is_resized_by_the_preprocessor_and_logged_once(caplog):
+    config = make_config(cameras=1)
+    pre, _ = make_fastwam_pre_post_processors(config)
+    obs = {"observation.images.cam0": torch.rand(1, 3, 64, 128), "observation.state": torch.zeros(1, 8), "task": "x"}
+    with caplog.at_level(logging.INFO):
+        out = pre(dict(obs))
+        pre(dict(obs))
+    assert tuple(out["observation.images.cam0"].shape) == (1, 3, 32, 64)
+    assert sum("resizing camera" in r.message for r in caplog.records) == 1
+
+
+def test_missing_state(policy):
+    batch = observation(policy.config)
+    del batch["observation.state"]
+    with pytest.raises(ValueError, match="observation.state"):
+        policy.predict_action_chunk(batch)
+
+
+def test_wrong_state_dimension(policy):
+    batch = observation(policy.config)
+    batch["observation.state"] = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="has 5 values, the policy expects 8"):
+        policy.predict_action_chunk(batch)
+
+
+def test_wrong_action_dimension(policy):
+    batch = training_batch(policy.config)
+    batch["action"] = torch.zeros(2, 32, 4)
+    with pytest.raises(ValueError, match=r"`action` must be \[batch, 32, 7\]"):
+        policy.forward(batch)
+
+
+@pytest.mark.parametrize("key", ["observation.state", "observation.images.cam0"])
+def test_nan_inputs(policy, key):
+    batch = observation(policy.config)
+    batch[key][0, 0] = float("nan")
+    with pytest.raises(ValueError, match=f"`{key}` contains NaN"):
+        policy.predict_action_chunk(batch)
+
+
+def test_images_in_0_255(policy):
+    batch = observation(policy.config)
+    batch["observation.images.cam0"] = batch["observation.images.cam0"] * 255
+    with pytest.raises(ValueError, match=r"\[0, 1\].*Divide uint8 images by 255"):
+        policy.predict_action_chunk(batch)
+
+
+def test_too_few_video_frames_in_training(policy):
+    batch = training_batch(policy.config)
+    batch["observation.images.cam0"] = batch["observation.images.cam0"][:, :3]
+    with pytest.raises(ValueError, match=r"needs 9 frames of `observation.images.cam0`.*got 3.*observation_delta_indices"):
+        policy.forward(batch)
+
+
+def test_missing_task(policy):
+    batch = observation(policy.config)
+    del batch["task"]
+    with pytest.raises(ValueError, match="no `task`"):
+        policy.predict_action_chunk(batch)
+
+
+def test_pretrained_weights_unavailable_offline(tmp_path):
+    config = make_config(pretrained_model_id=str(tmp_path / "no-such-wan-repo"))
+    from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
+
+    with pytest.raises(MissingWeightsError, match=r"(?s)Wan2.2 transformer.*does not exist.*--policy.pretrained_model_id"):
+        FastWAMPolicy(config)
+    hub = make_config(preset="wan2.2-ti2v-5b")  # the 5B model, built on the meta device until loading
+    with pytest.raises(MissingWeightsError, match="(?s)not in the local Hugging Face cache.*huggingface-cli download"):
+        FastWAMPolicy(hub)

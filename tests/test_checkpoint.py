@@ -1,0 +1,70 @@
+"""save_pretrained / from_pretrained: identical chunks; any checkpoint mismatch is an error, not a warning."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
+
+from .conftest import make_policy, observation
+
+
+@pytest.fixture
+def saved(tmp_path):
+    policy = make_policy(seed=3, cameras=2)
+    policy.save_pretrained(tmp_path)
+    return policy, tmp_path
+
+
+def test_round_trip_gives_identical_action_chunks(saved):
+    policy, path = saved
+    loaded = FastWAMPolicy.from_pretrained(path)
+    assert loaded.config.num_layers == policy.config.num_layers
+    batch = observation(policy.config, batch_size=2, seed=1)
+    torch.testing.assert_close(loaded.predict_action_chunk(batch), policy.predict_action_chunk(batch), rtol=0, atol=0)
+    # Nothing was left on the meta device and the random frozen encoders came from the checkpoint.
+    assert not any(p.is_meta for p in loaded.parameters())
+
+
+def _rewrite(path, edit):
+    weights = load_file(path / "model.safetensors")
+    edit(weights)
+    save_file(weights, path / "model.safetensors")
+
+
+def test_missing_weight_is_an_error_naming_it(saved):
+    _, path = saved
+    key = "model.mot.action.action_out.weight"
+    _rewrite(path, lambda w: w.pop(key))
+    with pytest.raises(RuntimeError, match=r"missing: \['model\.mot\.action\.action_out\.weight'\]"):
+        FastWAMPolicy.from_pretrained(path)
+
+
+def test_misshaped_weight_is_an_error_naming_it(saved):
+    _, path = saved
+    key = "model.state_encoder.weight"
+
+    def edit(weights):
+        weights[key] = torch.zeros(32, 5)
+
+    _rewrite(path, edit)
+    with pytest.raises(RuntimeError, match=r"wrong shape: \['model\.state_encoder\.weight: checkpoint \(32, 5\)"):
+        FastWAMPolicy.from_pretrained(path)
+
+
+def test_unexpected_weight_is_an_error_naming_it(saved):
+    _, path = saved
+
+    def edit(weights):
+        weights["model.extra.bias"] = torch.zeros(3)
+
+    _rewrite(path, edit)
+    with pytest.raises(RuntimeError, match=r"unexpected: \['model\.extra\.bias'\]"):
+        FastWAMPolicy.from_pretrained(path)
+
+
+def test_checkpoint_holds_only_safetensors(saved):
+    _, path = saved
+    names = sorted(p.name for p in path.iterdir())
+    assert "model.safetensors" in names and "config.json" in names
+    assert not any(n.endswith((".pt", ".bin", ".pth")) for n in names)

@@ -1,0 +1,76 @@
+"""The Fast-WAM mask: computed mask-free, identical to the dense reference, and leak-free."""
+
+import torch
+import torch.nn.functional as F
+
+from lerobot_fastwam.attention import dense_reference_mask, fastwam_attention
+
+from .conftest import make_policy
+
+
+def test_mask_free_attention_equals_dense_masked_attention():
+    g = torch.Generator().manual_seed(0)
+    n0, nf, na, heads, dim = 5, 10, 7, 3, 8
+    q, k, v = (torch.randn(2, n0 + nf + na, heads, dim, generator=g) for _ in range(3))
+    lv = n0 + nf
+    video_out, action_out = fastwam_attention(
+        (q[:, :lv], k[:, :lv], v[:, :lv]), (q[:, lv:], k[:, lv:], v[:, lv:]), first_frame_len=n0
+    )
+    mask = dense_reference_mask(n0, nf, na)
+    dense = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    ).transpose(1, 2).flatten(2)
+    torch.testing.assert_close(torch.cat([video_out, action_out], dim=1), dense, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_reference_mask_is_the_paper_table():
+    m = dense_reference_mask(1, 2, 1)  # [F0, Ff, Ff, A]
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0],  # F0 sees F0
+            [1, 1, 1, 0],  # Ff sees F0, Ff
+            [1, 1, 1, 0],
+            [1, 0, 0, 1],  # A sees F0 and A, never future video
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(m, expected)
+
+
+@torch.no_grad()
+def test_actions_never_see_future_video():
+    model = make_policy().model.eval()
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(2, 48, 3, 2, 4, generator=g)
+    context = torch.randn(2, 17, 32, generator=g)
+    actions = torch.randn(2, 32, 7, generator=g)
+    frame_t = torch.tensor([[0.0, 500.0, 500.0]] * 2)
+    action_t = torch.tensor([300.0, 800.0])
+    _, reference = model.velocity(latents, frame_t, context, actions, action_t)
+
+    future_changed = latents.clone()
+    future_changed[:, :, 1:] = torch.randn_like(future_changed[:, :, 1:]) * 5
+    video_pred, same = model.velocity(future_changed, frame_t, context, actions, action_t)
+    assert torch.equal(same, reference)
+
+    first_changed = latents.clone()
+    first_changed[:, :, 0] += 1.0
+    _, different = model.velocity(first_changed, frame_t, context, actions, action_t)
+    assert (different - reference).abs().max() > 1e-4
+
+
+def test_action_loss_ignores_future_frames_but_video_loss_does_not():
+    policy = make_policy()
+    model = policy.model
+    g = torch.Generator().manual_seed(4)
+    latents = torch.randn(2, 48, 3, 2, 4, generator=g)
+    context = torch.randn(2, 17, 32, generator=g)
+    actions = torch.randn(2, 32, 7, generator=g)
+    changed = latents.clone()
+    changed[:, :, 1:] += 2.0
+    torch.manual_seed(0)
+    a = model.compute_loss(latents, context, actions)
+    torch.manual_seed(0)
+    b = model.compute_loss(changed, context, actions)
+    torch.testing.assert_close(a.action, b.action, rtol=0, atol=0)
+    assert not torch.allclose(a.video, b.video)

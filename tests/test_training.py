@@ -1,0 +1,88 @@
+"""Training loss: LeRobot's reductions, padding masks, the timestep weighting, and mixed precision."""
+
+import torch
+
+from lerobot_fastwam.flow_matching import TimestepLossWeight, sample_noise_levels, shift_warp
+from lerobot_fastwam.model import future_latent_padding
+
+from .conftest import make_policy, training_batch
+
+
+def test_reduction_none_gives_per_sample_losses_that_average_to_the_mean():
+    policy = make_policy()
+    batch = training_batch(policy.config, batch_size=3)
+    torch.manual_seed(0)
+    per_sample, info = policy.forward(batch, reduction="none")
+    torch.manual_seed(0)
+    mean, _ = policy.forward(batch)
+    assert per_sample.shape == (3,)
+    torch.testing.assert_close(per_sample.mean(), mean)
+    assert set(info) == {"loss_video", "loss_action"}
+
+
+def test_future_latent_padding_maps_four_frames_per_latent_frame():
+    pad = torch.tensor([[False] * 5 + [True] * 4, [False] * 2 + [True] * 7, [False] * 9])
+    assert future_latent_padding(pad).tolist() == [[False, True], [False, True], [False, False]]
+
+
+def test_padded_steps_and_frames_do_not_count():
+    policy = make_policy()
+    batch = training_batch(policy.config, batch_size=2)
+    for key in policy.config.ordered_camera_keys:
+        batch[f"{key}_is_pad"] = torch.ones(2, 9, dtype=torch.bool)
+        batch[f"{key}_is_pad"][:, 0] = False
+    torch.manual_seed(0)
+    _, unpadded = policy.forward(batch)
+    batch["action_is_pad"][:, 16:] = True
+    torch.manual_seed(0)
+    _, info = policy.forward(batch)
+    assert info["loss_video"] == 0.0  # every future frame is padding
+    assert info["loss_action"] != unpadded["loss_action"]
+    batch["action_is_pad"][:] = True
+    _, all_padded = policy.forward(batch)
+    assert all_padded["loss_action"] == 0.0
+
+
+def test_timestep_weight_and_sampling_match_the_reference_scheduler():
+    from lerobot.policies.fastwam.wan.video_dit import WanContinuousFlowMatchScheduler  # independent
+
+    reference = WanContinuousFlowMatchScheduler(num_train_timesteps=1000, shift=5.0)
+    ours = TimestepLossWeight(1000, 5.0)
+    t = torch.linspace(0, 1000, 37)
+    torch.testing.assert_close(ours(t), reference.training_weight(t), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    s = sample_noise_levels(10_000, 5.0, torch.device("cpu"))
+    assert 0.0 <= float(s.min()) and float(s.max()) <= 1.0
+    # shift 5 pushes noise levels up: the median of U(0,1) maps to 5/6.
+    assert abs(float(s.median()) - float(shift_warp(torch.tensor(0.5), 5.0))) < 0.02
+
+
+def test_bfloat16_is_mixed_precision_with_fp32_master_weights():
+    policy = make_policy(dtype="bfloat16")
+    batch = training_batch(policy.config)
+    loss, _ = policy.forward(batch)
+    loss.backward()
+    params = policy.get_optim_params()
+    assert all(p.dtype == torch.float32 for p in params)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params if p.requires_grad)
+    assert torch.isfinite(loss)
+
+
+def test_freeze_video_expert_keeps_it_out_of_the_optimizer():
+    policy = make_policy(freeze_video_expert=True)
+    trainable = {id(p) for p in policy.get_optim_params()}
+    assert not any(id(p) in trainable for p in policy.model.video.parameters())
+    assert all(id(p) in trainable for p in policy.model.action.parameters())
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    plain = make_policy(seed=1)
+    ckpt = make_policy(seed=1, gradient_checkpointing=True)
+    batch = training_batch(plain.config)
+    grads = []
+    for policy in (plain, ckpt):
+        torch.manual_seed(0)
+        loss, _ = policy.forward(batch)
+        loss.backward()
+        grads.append(policy.model.action.action_in.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
