@@ -7,7 +7,6 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -20,10 +19,28 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 
 WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
-# Values a preset applies to fields still at their 5B default.
+# Presets resolve every architecture field the user left unset (None). "wan2.2-ti2v-5b" is the paper's model
+# and the default; the others override it.
+_PAPER_MODEL: dict[str, object] = {
+    "num_layers": 30,
+    "num_heads": 24,
+    "head_dim": 128,
+    "video_ffn_dim": 14336,
+    "action_hidden_dim": 1024,
+    "action_ffn_dim": 4096,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "image_size": (224, 448),
+    "text_max_length": 128,
+    "use_pretrained_wan": True,
+    "random_vae_base_dim": 16,
+    "random_text_encoder_layers": 2,
+    "dtype": "bfloat16",
+}
 PRESETS: dict[str, dict[str, object]] = {
-    "wan2.2-ti2v-5b": {},
+    "wan2.2-ti2v-5b": _PAPER_MODEL,
     "tiny": {
+        **_PAPER_MODEL,
         "num_layers": 2,
         "num_heads": 2,
         "head_dim": 12,
@@ -34,12 +51,13 @@ PRESETS: dict[str, dict[str, object]] = {
         "freq_dim": 16,
         "image_size": (32, 64),
         "text_max_length": 16,
-        "pretrained_model_id": None,
+        "use_pretrained_wan": False,
         "random_vae_base_dim": 4,
         "random_text_encoder_layers": 1,
         "dtype": "float32",
     },
     "small": {
+        **_PAPER_MODEL,
         "num_layers": 4,
         "num_heads": 4,
         "head_dim": 32,
@@ -50,7 +68,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "freq_dim": 64,
         "image_size": (64, 128),
         "text_max_length": 32,
-        "pretrained_model_id": None,
+        "use_pretrained_wan": False,
         "random_vae_base_dim": 8,
         "random_text_encoder_layers": 2,
         "dtype": "float32",
@@ -75,9 +93,11 @@ class FastWAMConfig(PreTrainedConfig):
         image_size: (height, width) of the tiled camera image fed to the VAE; cameras are placed side by
             side in ``camera_keys`` order, each ``(height, width / num_cameras)``.
         camera_keys: camera order for tiling; ``None`` uses the sorted dataset camera keys.
-        pretrained_model_id: Wan2.2 Diffusers repo (Hub id or local dir) for the VAE, umT5 encoder and
-            tokenizer, and for the video expert's initial weights. ``None`` builds small random frozen
-            components (tests and demos) that are then saved inside the checkpoint.
+        preset: "wan2.2-ti2v-5b" (the paper's model), "small" or "tiny" (CPU tests and demos). It fills every
+            architecture field left unset; explicit values win.
+        use_pretrained_wan: load the VAE, umT5 encoder, tokenizer and the video expert's initial weights from
+            ``pretrained_model_id`` (a Wan2.2 Diffusers repo id or local dir). False builds small random frozen
+            encoders (tests and demos) that are saved inside the checkpoint.
         attention_backend: "sdpa" (default), "xformers" (when installed), or "auto".
         inference_seed: fixed-seed noise for the action sampler, as in the paper (``None``: fresh noise).
     """
@@ -88,7 +108,7 @@ class FastWAMConfig(PreTrainedConfig):
     n_action_steps: int = 10
     num_video_frames: int = 9
     video_frame_stride: int = 4
-    image_size: tuple[int, int] = (224, 448)
+    image_size: tuple[int, int] | None = None
     camera_keys: list[str] | None = None
 
     normalization_mapping: dict[str, NormalizationMode] = field(
@@ -99,31 +119,32 @@ class FastWAMConfig(PreTrainedConfig):
         }
     )
 
-    # Architecture (defaults: Wan2.2-TI2V-5B + the paper's action expert)
-    preset: str | None = None
-    num_layers: int = 30
-    num_heads: int = 24
-    head_dim: int = 128
-    video_ffn_dim: int = 14336
-    action_hidden_dim: int = 1024
-    action_ffn_dim: int = 4096
-    text_dim: int = 4096
-    freq_dim: int = 256
+    # Architecture. Fields left at None come from the preset (default: the paper's Wan2.2-TI2V-5B model).
+    preset: str = "wan2.2-ti2v-5b"
+    num_layers: int | None = None
+    num_heads: int | None = None
+    head_dim: int | None = None
+    video_ffn_dim: int | None = None
+    action_hidden_dim: int | None = None
+    action_ffn_dim: int | None = None
+    text_dim: int | None = None
+    freq_dim: int | None = None
     latent_channels: int = 48
-    dtype: str = "bfloat16"
+    dtype: str | None = None  # compute dtype; bf16/fp16 run as mixed precision with fp32 master weights
     attention_backend: str = "sdpa"
     gradient_checkpointing: bool = False
     freeze_video_expert: bool = False
 
     # Frozen components
-    pretrained_model_id: str | None = WAN22_TI2V_5B_DIFFUSERS
-    text_max_length: int = 128
+    use_pretrained_wan: bool | None = None  # False: small random VAE / text encoder, saved in the checkpoint
+    pretrained_model_id: str = WAN22_TI2V_5B_DIFFUSERS
+    text_max_length: int | None = None
     prompt_template: str = (
         "A video recorded from a robot's point of view executing the following instruction: {task}"
     )
     text_cache_size: int = 512
-    random_vae_base_dim: int = 16
-    random_text_encoder_layers: int = 2
+    random_vae_base_dim: int | None = None
+    random_text_encoder_layers: int | None = None
 
     # Flow matching
     timestep_shift: float = 5.0
@@ -145,8 +166,11 @@ class FastWAMConfig(PreTrainedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset is not None:
-            self._apply_preset(self.preset)
+        if self.preset not in PRESETS:
+            raise ValueError(f"Unknown Fast-WAM preset {self.preset!r}; choose one of {sorted(PRESETS)}.")
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         self.image_size = tuple(int(v) for v in self.image_size)
         self.optimizer_betas = tuple(self.optimizer_betas)
         if self.n_action_steps > self.chunk_size:
@@ -172,16 +196,6 @@ class FastWAMConfig(PreTrainedConfig):
             raise ValueError(
                 f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}."
             )
-
-    def _apply_preset(self, name: str) -> None:
-        if name not in PRESETS:
-            raise ValueError(f"Unknown Fast-WAM preset {name!r}; choose one of {sorted(PRESETS)}.")
-        defaults = {f.name: f.default for f in dataclasses.fields(type(self))}
-        for key, value in PRESETS[name].items():
-            if getattr(self, key) == defaults[key]:
-                setattr(self, key, value)
-        # Resolved values are saved; the preset name is not re-applied on load.
-        self.preset = None
 
     # ----------------------------------------------------------------------------------------------
     # Derived structure

@@ -1,7 +1,7 @@
 """The frozen encoders around the DiT: the Wan2.2 VAE for frames and the umT5 encoder for the instruction.
 
-Both load from a Wan2.2 Diffusers repository (``vae/``, ``text_encoder/``, ``tokenizer/``). With no repository
-(``pretrained_model_id=None``) they are small random models, for tests and offline demos; those are saved in
+Both load from a Wan2.2 Diffusers repository (``vae/``, ``text_encoder/``, ``tokenizer/``). Without one
+(``use_pretrained_wan=False``) they are small random models, for tests and offline demos; those are saved in
 the policy checkpoint so a reload gives the same encoders.
 """
 

@@ -31,15 +31,16 @@ TEXT_CONTEXT_KEY = "fastwam.text_context"  # [B, L, text_dim] umT5 context (padd
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _materialize_random(module: nn.Module, device: torch.device | str) -> None:
-    """Allocate meta parameters on ``device`` and give them their modules' default initialisation."""
+def _materialize_random(module: nn.Module, device: torch.device | str, dtype_of) -> None:
+    """Allocate meta parameters on ``device`` (in ``dtype_of(param)``) with their modules' default init."""
     for sub in module.modules():
         metas = [name for name, p in sub._parameters.items() if p is not None and p.is_meta]
         if not metas:
             continue
         for name in metas:
             old = sub._parameters[name]
-            sub._parameters[name] = nn.Parameter(torch.empty_like(old, device=device), old.requires_grad)
+            new = torch.empty_like(old, device=device, dtype=dtype_of(old))
+            sub._parameters[name] = nn.Parameter(new, old.requires_grad)
         if hasattr(sub, "reset_parameters"):
             sub.reset_parameters()
         if "scale_shift_table" in metas:  # diffusers initialises adaLN tables as randn / sqrt(dim)
@@ -61,10 +62,12 @@ class FastWAMPolicy(PreTrainedPolicy):
         compute_dtype = _DTYPES[config.dtype]
 
         self.model = FastWAM(config, config.action_dim, config.state_dim)  # parameters on the meta device
+        if config.freeze_video_expert:
+            self.model.video.requires_grad_(False)
         if not self._build_for_checkpoint:
             self._initialize_weights(device)
 
-        if config.pretrained_model_id:
+        if config.use_pretrained_wan:
             self.latent_encoder = LatentEncoder.pretrained(config.pretrained_model_id, compute_dtype)
             self.prompt_encoder = PromptEncoder.pretrained(
                 config.pretrained_model_id, compute_dtype, config.text_max_length, config.prompt_template,
@@ -83,25 +86,33 @@ class FastWAMPolicy(PreTrainedPolicy):
                 f"The text encoder outputs {self.prompt_encoder.text_dim} channels but text_dim is "
                 f"{config.text_dim}; set --policy.text_dim={self.prompt_encoder.text_dim}."
             )
-        if config.freeze_video_expert:
-            self.model.video.requires_grad_(False)
         self.model.mot.backend = resolve_backend(config.attention_backend, device)
         self.reset()
 
     # ------------------------------------------------------------------------------------------------
     # Construction and checkpoints
+    def _weight_dtype(self, param: Tensor, masters: bool) -> torch.dtype:
+        """Trainable weights keep fp32 master copies for training; all others live in the compute dtype."""
+        return torch.float32 if masters and param.requires_grad else _DTYPES[self.config.dtype]
+
+    def _promote_trainable_to_fp32(self) -> None:
+        for param in self.model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+
     def _initialize_weights(self, device: str) -> None:
-        """Fresh policy: video expert from the Wan2.2 repository when one is configured, the rest random."""
+        """Fresh policy (for training): video expert from the Wan2.2 repository when one is configured, the
+        rest random; trainable weights in fp32."""
         cfg = self.config
-        if cfg.pretrained_model_id:
+        if cfg.use_pretrained_wan:
             from diffusers import WanTransformer3DModel  # noqa: PLC0415
 
+            dtype = self._weight_dtype(next(self.model.video.parameters()), masters=True)
             video = _load_or_explain(
-                WanTransformer3DModel.from_pretrained, cfg.pretrained_model_id, "transformer",
-                torch_dtype=torch.float32,
+                WanTransformer3DModel.from_pretrained, cfg.pretrained_model_id, "transformer", torch_dtype=dtype
             )
             self._assign(self.model.video, video.state_dict(), "Wan2.2 transformer/")
-        _materialize_random(self.model, device)
+        _materialize_random(self.model, device, lambda p: self._weight_dtype(p, masters=True))
 
     @staticmethod
     def _assign(module: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
@@ -146,13 +157,20 @@ class FastWAMPolicy(PreTrainedPolicy):
             present = [k for k in names if k in state_dict]
             for key in names if len(names) > 1 and present else []:
                 state_dict.setdefault(key, state_dict[present[0]])
+        # A loaded policy runs inference in the compute dtype; get_optim_params restores fp32 masters when
+        # it is fine-tuned. Frozen encoders keep the dtype they were built with.
+        compute = _DTYPES[model.config.dtype]
         for key, value in list(state_dict.items()):
-            if key in expected and expected[key].dtype != value.dtype:
-                state_dict[key] = value.to(expected[key].dtype)
+            target = compute if key.startswith("model.") else expected.get(key, value).dtype
+            if value.is_floating_point() and value.dtype != target:
+                state_dict[key] = value.to(target)
         cls._assign(model, state_dict, model_file)
         return model
 
     def get_optim_params(self) -> list[nn.Parameter]:
+        """Called by LeRobot's trainer when it builds the optimizer: from here on trainable weights are fp32
+        masters (mixed precision), also for a policy that was loaded in bf16 for inference."""
+        self._promote_trainable_to_fp32()
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def reset(self) -> None:

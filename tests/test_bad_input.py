@@ -103,7 +103,7 @@ def test_missing_task(policy):
 
 
 def test_pretrained_weights_unavailable_offline(tmp_path):
-    config = make_config(pretrained_model_id=str(tmp_path / "no-such-wan-repo"))
+    config = make_config(use_pretrained_wan=True, pretrained_model_id=str(tmp_path / "no-such-wan-repo"))
     from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 
     with pytest.raises(MissingWeightsError, match=r"(?s)Wan2.2 transformer.*does not exist.*--policy.pretrained_model_id"):

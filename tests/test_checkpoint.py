@@ -68,3 +68,15 @@ def test_checkpoint_holds_only_safetensors(saved):
     names = sorted(p.name for p in path.iterdir())
     assert "model.safetensors" in names and "config.json" in names
     assert not any(n.endswith((".pt", ".bin", ".pth")) for n in names)
+
+
+def test_loaded_policy_runs_in_the_compute_dtype_and_trains_with_fp32_masters(tmp_path):
+    policy = make_policy(seed=2, dtype="bfloat16")
+    assert all(p.dtype == torch.float32 for p in policy.model.parameters())  # fresh: fp32 masters
+    policy.save_pretrained(tmp_path)
+    loaded = FastWAMPolicy.from_pretrained(tmp_path)
+    assert all(p.dtype == torch.bfloat16 for p in loaded.model.parameters())  # inference: half the memory
+    chunk = loaded.predict_action_chunk(observation(loaded.config, batch_size=1))
+    assert chunk.dtype == torch.float32 and torch.isfinite(chunk).all()
+    params = loaded.get_optim_params()  # what LeRobot's trainer calls before building the optimizer
+    assert params and all(p.dtype == torch.float32 for p in params)

@@ -1,0 +1,159 @@
+"""End to end: LeRobot's own `lerobot-train` trains the plugin on a local dataset, checkpoints, and resumes.
+
+Runs LeRobot's training script in subprocesses (each pays ~10 s of torch import on CPU), offline, on a
+synthetic two-camera LeRobotDataset v3 written with video. About 30 s in all on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .dataset_utils import make_dataset
+
+REPO_ID = "local/fastwam_train_test"
+TIMEOUT_S = 300
+# LeRobot logs one line per log step, e.g. "step:2 smpl:4 ep:0 epch:0.04 loss:2.576 grdn:1.374 ..."
+LOG_LINE = re.compile(r"step:(\d+) smpl:\S+ .*?\bloss:(\S+) .*?loss_video:(\S+) loss_action:(\S+)")
+
+
+def run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    if importlib.util.find_spec("accelerate") is None:
+        pytest.fail("lerobot-train needs `accelerate`: install LeRobot's training extra, `lerobot[training]`.")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled")
+    env["HF_LEROBOT_HOME"] = str(cwd / "lerobot_home")  # nothing outside the test's tmp dir
+    cmd = [sys.executable, "-m", "lerobot.scripts.lerobot_train", *args]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    if result.returncode != 0:
+        log = (result.stdout + result.stderr)[-6000:]
+        pytest.fail(f"lerobot-train exited {result.returncode}\n$ {' '.join(cmd)}\n{log}")
+    return result
+
+
+def logged_steps(result: subprocess.CompletedProcess) -> dict[int, tuple[float, float, float]]:
+    """step -> (loss, loss_video, loss_action) from the training log (progress bars share the lines)."""
+    steps = {}
+    for match in LOG_LINE.finditer(result.stdout + result.stderr):
+        steps[int(match.group(1))] = tuple(float(match.group(i)) for i in (2, 3, 4))
+    return steps
+
+
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("lerobot_train")
+    data_root = work / "dataset"
+    make_dataset(data_root, repo_id=REPO_ID, episodes=2, frames=48, cameras=("front", "wrist"), image_hw=(64, 64))
+    output_dir = work / "outputs"
+    result = run_train(
+        [
+            "--policy.type=fastwam",
+            "--policy.preset=tiny",
+            "--policy.device=cpu",
+            "--policy.push_to_hub=false",
+            f"--dataset.repo_id={REPO_ID}",
+            f"--dataset.root={data_root}",
+            "--dataset.video_backend=pyav",
+            "--steps=4",
+            "--batch_size=2",
+            "--save_freq=2",
+            "--log_freq=1",
+            f"--output_dir={output_dir}",
+            "--num_workers=0",
+            "--env_eval_freq=0",
+            "--wandb.enable=false",
+        ],
+        cwd=work,
+    )
+    return {"work": work, "output_dir": output_dir, "result": result}
+
+
+def test_train_writes_plugin_checkpoints(train_run):
+    checkpoints = train_run["output_dir"] / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir() if p.name != "last") == ["000002", "000004"]
+    assert (checkpoints / "last").resolve().name == "000004"
+    for step in ("000002", "000004"):
+        model_dir = checkpoints / step / "pretrained_model"
+        for name in (
+            "model.safetensors",
+            "config.json",
+            "train_config.json",
+            "policy_preprocessor.json",
+            "policy_postprocessor.json",
+        ):
+            assert (model_dir / name).is_file(), f"{model_dir / name} missing"
+        assert list(model_dir.glob("policy_preprocessor_step_*_normalizer_processor.safetensors"))
+        assert list(model_dir.glob("policy_postprocessor_step_*_unnormalizer_processor.safetensors"))
+        assert (checkpoints / step / "training_state" / "training_step.json").is_file()
+
+    model_dir = checkpoints / "last" / "pretrained_model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["type"] == "fastwam"
+    # The plugin's config, not LeRobot's built-in one (which has `action_horizon`, no `video_frame_stride`).
+    assert config["video_frame_stride"] == 4 and config["chunk_size"] == 32
+    assert config["image_size"] == [32, 64] and config["pretrained_model_id"] is None
+    assert "action_horizon" not in config
+    assert set(config["input_features"]) == {
+        "observation.state",
+        "observation.images.front",
+        "observation.images.wrist",
+    }
+    train_config = json.loads((model_dir / "train_config.json").read_text())
+    assert train_config["policy"]["type"] == "fastwam"
+    assert train_config["policy"]["video_frame_stride"] == 4
+    pre = json.loads((model_dir / "policy_preprocessor.json").read_text())
+    names = [step["registry_name"] for step in pre["steps"]]
+    assert "fastwam_plugin_camera_resize" in names  # the plugin's own step
+    assert "device_processor" in names and "rename_observations_processor" in names
+    resize = pre["steps"][names.index("fastwam_plugin_camera_resize")]["config"]["camera_sizes"]
+    assert resize == {"observation.images.front": [32, 32], "observation.images.wrist": [32, 32]}
+
+    weights = load_file(str(model_dir / "model.safetensors"))
+    assert any(key.startswith("model.") for key in weights)
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+def test_train_logs_finite_losses(train_run):
+    steps = logged_steps(train_run["result"])
+    assert sorted(steps) == [1, 2, 3, 4], steps
+    for step, losses in steps.items():
+        assert all(math.isfinite(v) and v >= 0 for v in losses), (step, losses)
+        # loss = video_loss_weight * loss_video + action_loss_weight * loss_action (both 1.0), 3 decimals.
+        assert losses[0] == pytest.approx(losses[1] + losses[2], abs=5e-3), (step, losses)
+
+
+def test_resume_continues_to_step_6(train_run):
+    checkpoints = train_run["output_dir"] / "checkpoints"
+    config_path = checkpoints / "last" / "pretrained_model" / "train_config.json"
+    result = run_train(
+        ["--resume=true", f"--config_path={config_path}", "--steps=6"],
+        cwd=train_run["work"],
+    )
+    log = result.stdout + result.stderr
+    assert "Resuming" in log
+    steps = logged_steps(result)
+    assert sorted(steps) == [5, 6], steps  # continues from step 4, not from 0
+    assert all(math.isfinite(v) for losses in steps.values() for v in losses)
+
+    assert (checkpoints / "last").resolve().name == "000006"
+    state = json.loads((checkpoints / "000006" / "training_state" / "training_step.json").read_text())
+    assert state["step"] == 6
+    config = json.loads((checkpoints / "000006" / "pretrained_model" / "config.json").read_text())
+    assert config["type"] == "fastwam" and config["video_frame_stride"] == 4
+
+    before = load_file(str(checkpoints / "000004" / "pretrained_model" / "model.safetensors"))
+    after = load_file(str(checkpoints / "000006" / "pretrained_model" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    trained = [k for k in before if k.startswith("model.")]
+    assert any(not torch.equal(before[k], after[k]) for k in trained), "resumed training changed no weight"
+    frozen = [k for k in before if k.startswith(("latent_encoder.", "prompt_encoder."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen), "frozen encoders changed"
