@@ -1,28 +1,30 @@
 """Side-by-side speed of the lerobot_fastwam plugin and LeRobot's built-in ``lerobot.policies.fastwam``.
 
 Both policies are built with random weights at the same architecture (same layers, heads, head dim, FFN
-widths, text/frequency dims, same random VAE and umT5 sizes; the table's "trainable params" column shows the
-counts match) and fed the same LeRobot-style batch (cameras ``observation.images.cam<i>`` as float in
-[0, 1], ``observation.state``, ``task`` strings; for training also 9 frames per camera, ``action`` and
-``action_is_pad``). For each config it measures
+widths, text/frequency dims, same random VAE and umT5 sizes; the "trainable params" column shows the counts
+match) and are fed the same LeRobot-style batch, as a policy receives it after its preprocessor: cameras
+``observation.images.cam<i>`` as float in [0, 1], ``observation.state``, ``task`` strings; for training 9 frames
+per camera (``[B, 9, 3, H, W]``), ``*_is_pad`` masks, ``action`` ``[B, 32, 7]`` and ``action_is_pad``.
+For each config it measures
 
-- one action chunk: ``predict_action_chunk`` at batch 1 (each policy's cached path: the first latent frame
-  is prefilled once, then only the action expert runs for each of the 10 denoising steps), median of
+- one action chunk: ``predict_action_chunk`` at batch 1 through each policy's cached path (the clean first
+  frame is prefilled once, then only the action expert runs each of the 10 denoising steps), median of
   ``--iters`` calls after ``--warmup`` calls;
 - one training step: ``forward`` + ``backward`` + grad-norm clip (1.0, as ``lerobot-train`` does) + AdamW
   (lr 1e-4, betas (0.9, 0.95), wd 0.01) step, median of ``--train-iters`` steps after ``--train-warmup``;
 
-and the ratio plugin / built-in for each (below 1: the plugin is faster). Each policy is built, measured and
-freed in turn, so only one policy is in memory at a time.
+and the ratio plugin / built-in (below 1: the plugin is faster). On CPU both policies stay in memory and
+their calls alternate, so a change in machine load hits both alike; on CUDA (the 5B models) each policy is
+built, measured and freed in turn, and a training step that runs out of memory is reported as "OOM".
 
-Both policies run their own full ``predict_action_chunk`` / ``forward``, including VAE encoding and prompt
-handling: the plugin serves a repeated task string from its prompt-embedding cache, the built-in runs its
-text encoder on every call. Those are the policies' own behaviours, so they are timed as they are.
+Each call is the policy's own full ``predict_action_chunk`` / ``forward``, VAE and prompt handling included:
+the plugin serves a repeated task string from its prompt-embedding cache, the built-in runs its text encoder
+on every call. Those are the policies' own behaviours, so they are timed as they are.
 
-CPU (run here):
+CPU:
     HF_HUB_OFFLINE=1 python benchmarks/bench_policy.py --config tiny small --output docs/benchmarks.md
 
-GPU, paper-size model (random weights; 5B video expert + 1B action expert):
+GPU, paper-size model (random weights: 5B video expert + 1B action expert, small random VAE / umT5):
     HF_HUB_OFFLINE=1 python benchmarks/bench_policy.py --device cuda --config 5b --dtype bfloat16
 
 ``--output`` appends a dated markdown section (command, device, tables), so successive runs accumulate.
@@ -70,16 +72,18 @@ ARCH_FIELDS = (
     "num_layers", "num_heads", "head_dim", "video_ffn_dim", "action_hidden_dim", "action_ffn_dim", "text_dim",
     "freq_dim", "image_size", "text_max_length", "random_vae_base_dim", "random_text_encoder_layers",
 )
+POLICIES = ("plugin", "builtin")
 
 
 # ------------------------------------------------------------------------------------------------------
 # Configs
+CONFIGS = {"tiny": "tiny", "small": "small", "5b": "wan2.2-ti2v-5b"}  # benchmark name -> plugin preset
+
+
 def arch_spec(name: str) -> dict[str, Any]:
-    """Architecture numbers of a config: the plugin's presets, or its 5B defaults for ``5b``."""
-    defaults = {f.name: f.default for f in dataclasses.fields(FastWAMConfig)}
-    spec = {key: defaults[key] for key in ARCH_FIELDS}
-    if name != "5b":
-        spec.update({k: v for k, v in PRESETS[name].items() if k in ARCH_FIELDS})
+    """Architecture numbers of a config, read from the plugin's presets (``5b``: the paper's model)."""
+    preset = PRESETS[CONFIGS[name]]
+    spec = {key: preset[key] for key in ARCH_FIELDS}
     spec["image_size"] = tuple(spec["image_size"])
     return spec
 
@@ -87,19 +91,17 @@ def arch_spec(name: str) -> dict[str, Any]:
 def build_plugin(name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int) -> FastWAMPolicy:
     inputs, outputs = default_features(ACTION_DIM, STATE_DIM, spec["image_size"], cameras)
     config = FastWAMConfig(
-        preset=None if name == "5b" else name,
+        preset=CONFIGS[name],
         input_features=inputs,
         output_features=outputs,
         device=device,
+        dtype=dtype,
         chunk_size=CHUNK_SIZE,
         num_video_frames=MODEL_VIDEO_FRAMES,
         video_frame_stride=VIDEO_FRAME_STRIDE,
         num_inference_steps=steps,
-        pretrained_model_id=None,  # random weights, random frozen encoders: no download
+        use_pretrained_wan=False,  # random weights and random frozen encoders: no download
     )
-    # A preset re-applies its own value to any field still equal to the 5B default, so an explicit
-    # dtype="bfloat16" would come back as the preset's float32: set the requested dtype afterwards.
-    config.dtype = dtype
     for key, value in spec.items():
         got = tuple(getattr(config, key)) if key == "image_size" else getattr(config, key)
         if got != value:
@@ -160,23 +162,31 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fn: Callable[[], Any], warmup: int, iters: int, device: str) -> list[float]:
-    """Seconds per call of ``fn`` for ``iters`` calls after ``warmup`` untimed calls."""
+def time_calls(fns: dict[str, Callable[[], Any]], warmup: int, iters: int, device: str) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``iters`` timed calls after ``warmup`` untimed ones.
+
+    With several functions the calls alternate (and the order flips every round), so a change in machine
+    load during the run hits every function alike instead of biasing whichever ran last.
+    """
+    names = list(fns)
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(iters):
+        for name in names if i % 2 == 0 else names[::-1]:
+            _sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
     return times
 
 
 @dataclasses.dataclass
 class Measurement:
-    trainable_params: int
+    trainable_params: int = 0
+    build_s: float = 0.0
     latency: list[float] | None = None  # seconds per action chunk
     train: list[float] | None = None  # seconds per training step
     train_error: str | None = None
@@ -187,46 +197,72 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def measure_policy(policy, spec: dict, args: argparse.Namespace) -> Measurement:
+def chunk_fn(policy, obs: dict) -> Callable[[], Any]:
+    policy.reset()
+    return lambda: policy.predict_action_chunk(obs)
+
+
+class TrainStep:
+    """forward + backward + grad-norm clip + AdamW step, as one ``lerobot-train`` update does."""
+
+    def __init__(self, policy, batch: dict):
+        self.policy, self.batch = policy, batch
+        self.params = list(policy.get_optim_params())
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
+
+    def __call__(self) -> None:
+        self.policy.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, _ = self.policy.forward(self.batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+
+    def close(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.state.clear()
+
+
+def measure(policies: dict[str, Any], spec: dict, args: argparse.Namespace) -> dict[str, Measurement]:
+    """Action-chunk latency, then training-step time, of the given policies (interleaved if several)."""
     device = args.device
-    params = list(policy.get_optim_params())
-    result = Measurement(trainable_params=sum(p.numel() for p in params))
+    results = {name: Measurement() for name in policies}
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-
     obs = inference_batch(spec, args.cameras, device, args.seed)
-    policy.reset()
-    result.latency = time_calls(lambda: policy.predict_action_chunk(obs), args.warmup, args.iters, device)
+    latency = time_calls({n: chunk_fn(p, obs) for n, p in policies.items()}, args.warmup, args.iters, device)
+    for name, times in latency.items():
+        results[name].latency = times
     if args.profile:
-        profile_chunk(policy, obs, device)
+        for policy in policies.values():
+            profile_chunk(policy, obs, device)
 
     if args.train_iters > 0:
         batch = training_batch(spec, args.cameras, args.train_batch, device, args.seed)
-        optimizer = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
-        policy.train()
-
-        def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = policy.forward(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-
+        steps: dict[str, TrainStep] = {}
         try:
-            result.train = time_calls(train_step, args.train_warmup, args.train_iters, device)
+            steps = {name: TrainStep(policy, batch) for name, policy in policies.items()}
+            train = time_calls(steps, args.train_warmup, args.train_iters, device)
+            for name, times in train.items():
+                results[name].train = times
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_oom(exc):
                 raise
-            result.train_error = "OOM"
+            for name in policies:
+                results[name].train_error = "OOM"
         finally:
-            optimizer.zero_grad(set_to_none=True)
-            del optimizer
-    if device.startswith("cuda"):
-        result.peak_mem_gib = torch.cuda.max_memory_allocated() / 2**30
-    return result
+            for step in steps.values():
+                step.close()
+            steps.clear()
+            free(device)
+    for name, policy in policies.items():
+        results[name].trainable_params = sum(p.numel() for p in policy.get_optim_params())
+    if device.startswith("cuda") and len(policies) == 1:
+        results[next(iter(policies))].peak_mem_gib = torch.cuda.max_memory_allocated() / 2**30
+    return results
 
 
-def profile_chunk(policy, obs: dict, device: str, rows: int = 15) -> None:
+def profile_chunk(policy, obs: dict, device: str, rows: int = 20) -> None:
     """Print the ops that take the time in one action chunk (torch.profiler, self time)."""
     from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
 
@@ -234,7 +270,7 @@ def profile_chunk(policy, obs: dict, device: str, rows: int = 15) -> None:
     with profile(activities=activities) as prof:
         policy.predict_action_chunk(obs)
         _sync(device)
-    sort = "self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     print(f"\n--- profile: {type(policy).__module__} predict_action_chunk ---")
     print(prof.key_averages().table(sort_by=sort, row_limit=rows))
 
@@ -243,6 +279,45 @@ def free(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+
+
+def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    spec = arch_spec(name)
+    builders = {
+        "plugin": lambda: build_plugin(name, spec, args.cameras, args.device, args.dtype, args.steps),
+        "builtin": lambda: build_builtin(spec, args.cameras, args.device, args.dtype, args.steps),
+    }
+
+    def build(key: str):
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        policy = builders[key]()
+        return policy, time.perf_counter() - start
+
+    row: dict[str, Any] = {"config": name, "image_size": spec["image_size"]}
+    if args.interleave:
+        built = {key: build(key) for key in POLICIES}
+        results = measure({key: policy for key, (policy, _) in built.items()}, spec, args)
+        for key in POLICIES:
+            results[key].build_s = built[key][1]
+        row.update(results)
+        del built, results
+        free(args.device)
+    else:  # one policy in memory at a time (the 5B models on one GPU)
+        for key in POLICIES:
+            policy, build_s = build(key)
+            row[key] = measure({key: policy}, spec, args)[key]
+            row[key].build_s = build_s
+            del policy
+            free(args.device)
+    for key in POLICIES:
+        m = row[key]
+        print(
+            f"[{name}] {key:8s} built in {m.build_s:5.1f}s  params {m.trainable_params:,}  "
+            f"chunk {_fmt(_ms(m.latency))} ms  train {m.train_error or _fmt(_ms(m.train))} ms",
+            flush=True,
+        )
+    return row
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -282,23 +357,42 @@ def environment(args: argparse.Namespace) -> str:
     )
 
 
-def render(rows: list[dict], args: argparse.Namespace, command: str) -> str:
-    steps = args.steps
+def _train_cell(m: Measurement) -> tuple[str, float | None]:
+    if m.train_error:
+        return m.train_error, None
+    value = _ms(m.train)
+    return _fmt(value), value
+
+
+def _spread(values: list[float] | None, error: str | None = None) -> str:
+    if error:
+        return error
+    if not values:
+        return "-"
+    return " / ".join(f"{v * 1e3:,.1f}" for v in (min(values), statistics.median(values), max(values)))
+
+
+def render(rows: list[dict], args: argparse.Namespace, command: str, load_before: float | None = None) -> str:
+    mode = "interleaved (both policies in memory, calls alternate)" if args.interleave else (
+        "sequential (one policy in memory at a time)"
+    )
+    load = "" if load_before is None else f"; 1-min load average before the run {load_before:.2f}"
     lines = [
         f"### Fast-WAM plugin vs built-in: {', '.join(args.config)} "
         f"({datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z})",
         "",
         f"- command: `{command}`",
-        f"- device: {environment(args)}",
-        f"- settings: dtype {args.dtype}; {args.cameras} camera(s); state {STATE_DIM}, action {ACTION_DIM}, "
-        f"chunk {CHUNK_SIZE}, {MODEL_VIDEO_FRAMES} video frames; action chunk at batch 1 with {steps} denoising "
-        f"steps, median of {args.iters} after {args.warmup} warm-up; training step (forward + backward + clip "
-        f"+ AdamW) at batch {args.train_batch}, median of {args.train_iters} after {args.train_warmup} warm-up",
+        f"- device: {environment(args)}{load}",
+        f"- settings: {args.dtype}; {args.cameras} camera(s); state {STATE_DIM}, action {ACTION_DIM}, "
+        f"chunk {CHUNK_SIZE}, {MODEL_VIDEO_FRAMES} video frames; action chunk = `predict_action_chunk` at "
+        f"batch 1, {args.steps} denoising steps, median of {args.iters} after {args.warmup} warm-up; training "
+        f"step = forward + backward + grad clip + AdamW step at batch {args.train_batch}, median of "
+        f"{args.train_iters} after {args.train_warmup} warm-up; {mode}",
         "",
         "| config | image (HxW) | trainable params | chunk plugin (ms) | chunk built-in (ms) | chunk ratio "
         "| train step plugin (ms) | train step built-in (ms) | train ratio | train plugin (samples/s) "
         "| train built-in (samples/s) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         plug, built = row["plugin"], row["builtin"]
@@ -306,25 +400,22 @@ def render(rows: list[dict], args: argparse.Namespace, command: str) -> str:
             f"{plug.trainable_params:,}" if plug.trainable_params == built.trainable_params
             else f"{plug.trainable_params:,} vs {built.trainable_params:,} (MISMATCH)"
         )
-        cells = [row["config"], "x".join(map(str, row["image_size"])), params]
         lat_p, lat_b = _ms(plug.latency), _ms(built.latency)
-        cells += [_fmt(lat_p), _fmt(lat_b), _ratio(lat_p, lat_b)]
-        tr_p = plug.train_error or _ms(plug.train)
-        tr_b = built.train_error or _ms(built.train)
-        num = lambda v: v if isinstance(v, float) else None  # noqa: E731
-        cells += [
-            tr_p if isinstance(tr_p, str) else _fmt(tr_p),
-            tr_b if isinstance(tr_b, str) else _fmt(tr_b),
-            _ratio(num(tr_p), num(tr_b)),
+        (tr_p_txt, tr_p), (tr_b_txt, tr_b) = _train_cell(plug), _train_cell(built)
+        sps_p = None if tr_p is None else args.train_batch / (tr_p / 1e3)
+        sps_b = None if tr_b is None else args.train_batch / (tr_b / 1e3)
+        cells = [
+            row["config"], "x".join(map(str, row["image_size"])), params,
+            _fmt(lat_p), _fmt(lat_b), _ratio(lat_p, lat_b),
+            tr_p_txt, tr_b_txt, _ratio(tr_p, tr_b),
+            _fmt(sps_p, 2), _fmt(sps_b, 2),
         ]
-        sps = lambda v: None if not isinstance(v, float) else args.train_batch / (v / 1e3)  # noqa: E731
-        cells += [_fmt(sps(tr_p), 2), _fmt(sps(tr_b), 2)]
         lines.append("| " + " | ".join(cells) + " |")
 
-    gpu = any(r[p].peak_mem_gib is not None for r in rows for p in ("plugin", "builtin"))
+    gpu = any(r[p].peak_mem_gib is not None for r in rows for p in POLICIES)
     lines += [
         "",
-        "Spread (min / median / max, ms):",
+        "Ratio = plugin / built-in (below 1: the plugin is faster). Spread (min / median / max, ms):",
         "",
         "| config | policy | action chunk | training step |" + (" peak GPU mem (GiB) |" if gpu else ""),
         "|---|---|---|---|" + ("---:|" if gpu else ""),
@@ -332,15 +423,7 @@ def render(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     for row in rows:
         for key, label in (("plugin", "plugin"), ("builtin", "built-in")):
             m: Measurement = row[key]
-
-            def spread(values: list[float] | None, error: str | None = None) -> str:
-                if error:
-                    return error
-                if not values:
-                    return "-"
-                return " / ".join(f"{v * 1e3:,.1f}" for v in (min(values), statistics.median(values), max(values)))
-
-            line = f"| {row['config']} | {label} | {spread(m.latency)} | {spread(m.train, m.train_error)} |"
+            line = f"| {row['config']} | {label} | {_spread(m.latency)} | {_spread(m.train, m.train_error)} |"
             if gpu:
                 line += f" {_fmt(m.peak_mem_gib, 1)} |"
             lines.append(line)
@@ -357,13 +440,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--cameras", type=int, default=2, choices=[1, 2])
     parser.add_argument("--steps", type=int, default=10, help="denoising steps per action chunk")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed action chunks first")
-    parser.add_argument("--iters", type=int, default=20, help="timed action chunks")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed action chunks first")
+    parser.add_argument("--iters", type=int, default=50, help="timed action chunks")
     parser.add_argument("--train-batch", type=int, default=2, help="training batch size")
-    parser.add_argument("--train-warmup", type=int, default=2, help="untimed training steps first")
-    parser.add_argument("--train-iters", type=int, default=10, help="timed training steps (0: skip training)")
+    parser.add_argument("--train-warmup", type=int, default=3, help="untimed training steps first")
+    parser.add_argument("--train-iters", type=int, default=20, help="timed training steps (0: skip training)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
+                        help="keep both policies in memory and alternate their calls (default: on for CPU, "
+                        "off for CUDA, where the two 5B models would not fit side by side for training)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch.profiler table of one action chunk of each policy")
     parser.add_argument("--output", type=Path, default=None, help="append the markdown report to this file")
@@ -376,6 +462,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--device must be cpu or cuda[:N], got {args.device!r}.")
     if "5b" in args.config and not args.device.startswith("cuda"):
         parser.error("--config 5b builds two ~6 B-parameter models; run it with --device cuda.")
+    if args.interleave is None:
+        args.interleave = not args.device.startswith("cuda")
     if args.device == "cpu" and args.dtype != "float32":
         warnings.warn("bfloat16/float16 on CPU is slow and not what either policy is tuned for.", stacklevel=1)
     return args
@@ -388,32 +476,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     command = "python benchmarks/bench_policy.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     warnings.filterwarnings("ignore", message=".*CUDA is not available.*Disabling autocast.*")
     warnings.filterwarnings("ignore", message=".*torch_dtype.*from_pretrained.*")
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
-    rows = []
-    for name in args.config:
-        spec = arch_spec(name)
-        row: dict[str, Any] = {"config": name, "image_size": spec["image_size"]}
-        builders = {
-            "plugin": lambda: build_plugin(name, spec, args.cameras, args.device, args.dtype, args.steps),  # noqa: B023
-            "builtin": lambda: build_builtin(spec, args.cameras, args.device, args.dtype, args.steps),  # noqa: B023
-        }
-        for key, build in builders.items():
-            torch.manual_seed(args.seed)
-            start = time.perf_counter()
-            policy = build()
-            built_s = time.perf_counter() - start
-            row[key] = measure_policy(policy, spec, args)
-            m = row[key]
-            print(
-                f"[{name}] {key:8s} built in {built_s:5.1f}s  params {m.trainable_params:,}  "
-                f"chunk {_fmt(_ms(m.latency))} ms  train {m.train_error or _fmt(_ms(m.train))} ms",
-                flush=True,
-            )
-            del policy
-            free(args.device)
-        rows.append(row)
+    rows = [run_config(name, args) for name in args.config]
 
-    report = render(rows, args, command)
+    report = render(rows, args, command, load_before)
     print()
     print(report)
     if args.output is not None:

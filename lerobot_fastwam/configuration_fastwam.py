@@ -7,12 +7,15 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
 # that our registration below replaces it instead of being replaced by it.
+import draccus
 import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
+from draccus.parsers.decoding import decode_dataclass
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
@@ -333,3 +336,16 @@ def register_as_fastwam() -> bool:
 
 
 _TOOK_OVER_BUILTIN = register_as_fastwam()
+
+
+def _decode_config(raw: object, path: tuple[str, ...] = ()) -> FastWAMConfig:
+    """draccus decoder: configs saved by LeRobot's built-in fastwam are translated, then parsed as ours."""
+    from .checkpoint_conversion import is_builtin_config, translate_builtin_config  # noqa: PLC0415
+
+    if isinstance(raw, dict) and is_builtin_config(raw):
+        raw = translate_builtin_config(raw)
+        logging.getLogger(__name__).info("Translated a LeRobot built-in fastwam config to lerobot_fastwam.")
+    return decode_dataclass(FastWAMConfig, raw, path)
+
+
+draccus.decode.register(FastWAMConfig, _decode_config)

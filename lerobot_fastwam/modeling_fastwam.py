@@ -18,6 +18,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from .attention import resolve_backend
+from .checkpoint_conversion import is_wan_layout, wan_layout_to_plugin
 from .configuration_fastwam import FastWAMConfig
 from .frozen_encoders import LatentEncoder, PromptEncoder, _load_or_explain
 from .model import FastWAM, future_latent_padding
@@ -127,8 +128,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         if missing or unexpected or mismatched:
             raise RuntimeError(
                 f"Cannot load the Fast-WAM weights from {source}: the checkpoint does not match the model "
-                f"built from its config.\n  missing: {missing}\n  unexpected: {unexpected}\n"
-                f"  wrong shape: {mismatched}\nCheck that the config (layers, widths, action/state "
+                f"built from its config.\n  missing: {_head(missing)}\n  unexpected: {_head(unexpected)}\n"
+                f"  wrong shape: {_head(mismatched)}\nCheck that the config (layers, widths, action/state "
                 "dimensions, cameras) is the one the checkpoint was trained with."
             )
         module.load_state_dict(state_dict, strict=False, assign=True)
@@ -147,6 +148,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         device = map_location if map_location and map_location != "mps" else "cpu"
         with safe_open(model_file, framework="pt", device=str(device)) as f:
             state_dict = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        if is_wan_layout(list(state_dict)):  # saved by LeRobot's built-in fastwam
+            state_dict = wan_layout_to_plugin(state_dict)
         expected = model.state_dict()
         # safetensors stores a tied tensor (e.g. umT5's shared/embed_tokens) once: restore its other names.
         tied: dict[int, list[str]] = {}
@@ -324,6 +327,10 @@ class FastWAMPolicy(PreTrainedPolicy):
             chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))
         return self._action_queue.popleft()
+
+
+def _head(names: list[str], limit: int = 12) -> str:
+    return str(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _check_finite(tensor: Tensor, name: str) -> None:

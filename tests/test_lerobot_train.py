@@ -100,7 +100,7 @@ def test_train_writes_plugin_checkpoints(train_run):
     assert config["type"] == "fastwam"
     # The plugin's config, not LeRobot's built-in one (which has `action_horizon`, no `video_frame_stride`).
     assert config["video_frame_stride"] == 4 and config["chunk_size"] == 32
-    assert config["image_size"] == [32, 64] and config["pretrained_model_id"] is None
+    assert config["image_size"] == [32, 64] and config["num_layers"] == 2  # the tiny preset, resolved
     assert "action_horizon" not in config
     assert set(config["input_features"]) == {
         "observation.state",
@@ -119,6 +119,9 @@ def test_train_writes_plugin_checkpoints(train_run):
 
     weights = load_file(str(model_dir / "model.safetensors"))
     assert any(key.startswith("model.") for key in weights)
+    # The tiny preset's random frozen encoders travel inside the checkpoint (nothing to download on reload).
+    assert any(key.startswith("latent_encoder.") for key in weights)
+    assert any(key.startswith("prompt_encoder.") for key in weights)
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
