@@ -209,9 +209,9 @@ class TrainStep:
         self.policy, self.batch = policy, batch
         self.params = list(policy.get_optim_params())
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
+        policy.train()  # once, as lerobot-train does; nothing switches it back during the timed steps
 
     def __call__(self) -> None:
-        self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = self.policy.forward(self.batch)
         loss.backward()

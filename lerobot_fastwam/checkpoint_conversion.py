@@ -13,8 +13,13 @@ The plugin's video expert is diffusers' ``WanTransformer3DModel`` (diffusers nam
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import re
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -136,13 +141,44 @@ def _require(condition: bool, message: str) -> None:
         raise ValueError(f"Cannot translate this LeRobot built-in fastwam config: {message}")
 
 
+@contextlib.contextmanager
+def load_translated_builtin_config(name_or_path, hub_kwargs: dict[str, Any]):
+    """Yield a path whose config.json the plugin can parse: the original, or a translated temporary copy."""
+    config_file = _config_file(name_or_path, hub_kwargs)
+    raw = json.loads(Path(config_file).read_text()) if config_file else {}
+    if raw.get("type") != "fastwam" or not is_builtin_config(raw):
+        yield name_or_path
+        return
+    translated = {"type": "fastwam", **translate_builtin_config(raw)}
+    logger.info("Translated the LeRobot built-in fastwam config of %s to lerobot_fastwam.", name_or_path)
+    tmp = tempfile.mkdtemp(prefix="fastwam_config_")
+    try:
+        (Path(tmp) / "config.json").write_text(json.dumps(translated))
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _config_file(name_or_path, hub_kwargs: dict[str, Any]) -> str | None:
+    path = Path(str(name_or_path))
+    if path.is_dir():
+        return str(path / "config.json") if (path / "config.json").exists() else None
+    from huggingface_hub import hf_hub_download  # noqa: PLC0415
+
+    keys = ("revision", "cache_dir", "force_download", "proxies", "token", "local_files_only")
+    try:
+        return hf_hub_download(str(name_or_path), "config.json", **{k: hub_kwargs[k] for k in keys if k in hub_kwargs})
+    except Exception:  # LeRobot's own loader reports the failure with its message
+        return None
+
+
 def translate_builtin_config(raw: dict[str, Any]) -> dict[str, Any]:
     """Translate a built-in ``fastwam`` config dict to the plugin's fields.
 
     Every built-in field is either mapped, checked to hold the only value the plugin implements, or (for
     numerics-only options) mapped with a logged note; anything else raises.
     """
-    out = {k: v for k, v in raw.items() if k not in BUILTIN_ONLY_FIELDS}
+    out = {k: v for k, v in raw.items() if k not in BUILTIN_ONLY_FIELDS and k != "type"}
     video = dict(raw.get("video_dit_config") or {})
     action = dict(raw.get("action_dit_config") or {})
     _require(bool(video) and bool(action), "it has no video_dit_config/action_dit_config.")
@@ -205,4 +241,110 @@ def translate_builtin_config(raw: dict[str, Any]) -> dict[str, Any]:
             "Built-in toggle_action_dimensions=%s are applied by the checkpoint's saved postprocessor.",
             raw["toggle_action_dimensions"],
         )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Action-expert initialisation from the Wan2.2 video expert (the official recipe)
+
+ACTION_ONLY_PREFIXES = ("action_in.", "action_out.")
+
+
+def resize_linear(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Resize every mismatched dimension by 1D linear interpolation (align_corners=True), one after another."""
+    out = tensor.float()
+    for dim, size in enumerate(shape):
+        if out.shape[dim] == size:
+            continue
+        moved = out.movedim(dim, -1)
+        lead = moved.shape[:-1]
+        resized = torch.nn.functional.interpolate(
+            moved.reshape(-1, 1, moved.shape[-1]), size=size, mode="linear", align_corners=True
+        )
+        out = resized.reshape(*lead, size).movedim(-1, dim)
+    return out
+
+
+def action_expert_from_video(
+    video_state: dict[str, torch.Tensor], action_shapes: dict[str, torch.Size]
+) -> dict[str, torch.Tensor]:
+    """Initial action-expert weights from the video expert's: each tensor is the video tensor linearly
+    interpolated to the action shape; where the input (last) dimension shrinks it is multiplied by
+    ``sqrt(d_video / d_action)`` to keep activations at scale. The action input/output layers are skipped."""
+    out = {}
+    for key, shape in action_shapes.items():
+        if key.startswith(ACTION_ONLY_PREFIXES):
+            continue
+        if key not in video_state:
+            raise ValueError(f"The video expert has no `{key}` to initialise the action expert from.")
+        src = video_state[key]
+        value = resize_linear(src, tuple(shape))
+        if src.ndim >= 2 and src.shape[-1] != shape[-1]:
+            value = value * (src.shape[-1] / shape[-1]) ** 0.5
+        out[key] = value.to(src.dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Official `.pt` checkpoints + dataset_stats.json -> plugin checkpoint directory
+
+OFFICIAL_NORM_MODES = {"min/max": "MIN_MAX", "z-score": "MEAN_STD"}
+
+
+def read_official_checkpoint(path: str) -> dict[str, torch.Tensor]:
+    """The official payload (``{"mot": ..., "proprio_encoder": ...}``) as one flat state dict in Wan naming.
+
+    Read with ``weights_only=True``: tensors and plain containers only, no code from the file is run.
+    """
+    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(payload, dict) or "mot" not in payload:
+        raise ValueError(f"{path} is not an official Fast-WAM checkpoint (no `mot` entry).")
+    state = {f"mot.{k}": v for k, v in payload["mot"].items()}
+    state.update({f"proprio_encoder.{k}": v for k, v in (payload.get("proprio_encoder") or {}).items()})
+    return state
+
+
+def architecture_from_weights(state: dict[str, torch.Tensor], num_heads: int) -> dict[str, int | None]:
+    """Every size of the model that the weights determine (the head count they do not: it is given)."""
+
+    def shape(name: str) -> torch.Size:
+        return state[f"mot.mixtures.{name}"].shape
+
+    hidden = shape("video.patch_embedding.weight")[0]
+    if hidden % num_heads:
+        raise ValueError(f"Video width {hidden} is not divisible by num_heads={num_heads}.")
+    layers = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("mot.mixtures.video.blocks."))
+    state_weight = state.get("proprio_encoder.weight")
+    return {
+        "num_layers": layers,
+        "num_heads": num_heads,
+        "head_dim": hidden // num_heads,
+        "video_ffn_dim": shape("video.blocks.0.ffn.0.weight")[0],
+        "action_hidden_dim": shape("action.action_encoder.weight")[0],
+        "action_ffn_dim": shape("action.blocks.0.ffn.0.weight")[0],
+        "text_dim": shape("video.text_embedding.0.weight")[1],
+        "freq_dim": shape("video.time_embedding.0.weight")[1],
+        "latent_channels": shape("video.patch_embedding.weight")[1],
+        "action_dim": shape("action.action_encoder.weight")[1],
+        "state_dim": None if state_weight is None else state_weight.shape[1],
+    }
+
+
+def official_stats_to_lerobot(stats: dict[str, Any], mode: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Official ``dataset_stats.json`` (per-field ``global_*`` stats, fields concatenated in file order) ->
+    LeRobot normaliser stats for ``action`` and ``observation.state``."""
+    if mode not in OFFICIAL_NORM_MODES:
+        raise ValueError(f"Unsupported official normalisation {mode!r}; use one of {sorted(OFFICIAL_NORM_MODES)}.")
+    out = {}
+    for group, feature in (("action", "action"), ("state", "observation.state")):
+        fields = stats.get(group)
+        if not fields:
+            continue
+        merged = {}
+        for stat in ("min", "max", "mean", "std"):
+            parts = [torch.as_tensor(f[f"global_{stat}"], dtype=torch.float32).flatten() for f in fields.values()]
+            merged[stat] = torch.cat(parts)
+        out[feature] = merged
+    if "action" not in out:
+        raise ValueError("The dataset stats have no `action` entry.")
     return out

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
 # that our registration below replaces it instead of being replaced by it.
-import draccus
 import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
-from draccus.parsers.decoding import decode_dataclass
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
@@ -53,7 +51,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "text_dim": 32,
         "freq_dim": 16,
         "image_size": (32, 64),
-        "text_max_length": 16,
         "use_pretrained_wan": False,
         "random_vae_base_dim": 4,
         "random_text_encoder_layers": 1,
@@ -70,7 +67,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "text_dim": 64,
         "freq_dim": 64,
         "image_size": (64, 128),
-        "text_max_length": 32,
         "use_pretrained_wan": False,
         "random_vae_base_dim": 8,
         "random_text_encoder_layers": 2,
@@ -338,14 +334,27 @@ def register_as_fastwam() -> bool:
 _TOOK_OVER_BUILTIN = register_as_fastwam()
 
 
-def _decode_config(raw: object, path: tuple[str, ...] = ()) -> FastWAMConfig:
-    """draccus decoder: configs saved by LeRobot's built-in fastwam are translated, then parsed as ours."""
-    from .checkpoint_conversion import is_builtin_config, translate_builtin_config  # noqa: PLC0415
+def _install_builtin_config_translation() -> None:
+    """Let ``PreTrainedConfig.from_pretrained`` read configs saved by LeRobot's built-in fastwam.
 
-    if isinstance(raw, dict) and is_builtin_config(raw):
-        raw = translate_builtin_config(raw)
-        logging.getLogger(__name__).info("Translated a LeRobot built-in fastwam config to lerobot_fastwam.")
-    return decode_dataclass(FastWAMConfig, raw, path)
+    Every LeRobot entry point (``--policy.path`` in lerobot-eval / lerobot-rollout / lerobot-train, and
+    ``from_pretrained``) parses a checkpoint's config through this one classmethod, on the base class. A
+    built-in config (type ``fastwam`` with the built-in's fields) is translated to this plugin's fields in a
+    temporary copy of the directory; everything else goes to LeRobot's implementation untouched.
+    """
+    original = PreTrainedConfig.from_pretrained.__func__
+    if getattr(original, "_fastwam_translates", False):
+        return
+
+    def from_pretrained(cls, pretrained_name_or_path, **kwargs):
+        from .checkpoint_conversion import load_translated_builtin_config  # noqa: PLC0415
+
+        with load_translated_builtin_config(pretrained_name_or_path, kwargs) as path:
+            return original(cls, path, **kwargs)
+
+    from_pretrained._fastwam_translates = True
+    from_pretrained.__doc__ = original.__doc__
+    PreTrainedConfig.from_pretrained = classmethod(from_pretrained)
 
 
-draccus.decode.register(FastWAMConfig, _decode_config)
+_install_builtin_config_translation()

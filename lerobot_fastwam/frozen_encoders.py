@@ -146,6 +146,12 @@ class PromptEncoder(nn.Module):
 
     def _encode(self, tasks: list[str]) -> torch.Tensor:
         prompts = [self.template.format(task=t) for t in tasks]
+        for task, ids in zip(tasks, self.tokenizer(prompts).input_ids, strict=True):
+            if len(ids) > self.max_length:
+                logger.warning(
+                    "Fast-WAM: the prompt for task %r has %d tokens and is cut to text_max_length=%d; "
+                    "raise --policy.text_max_length to keep the whole instruction.", task, len(ids), self.max_length,
+                )
         tokens = self.tokenizer(
             prompts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )

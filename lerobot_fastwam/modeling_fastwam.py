@@ -18,10 +18,11 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from .attention import resolve_backend
-from .checkpoint_conversion import is_wan_layout, wan_layout_to_plugin
+from .checkpoint_conversion import action_expert_from_video, is_wan_layout, wan_layout_to_plugin
 from .configuration_fastwam import FastWAMConfig
 from .frozen_encoders import LatentEncoder, PromptEncoder, _load_or_explain
 from .model import FastWAM, future_latent_padding
+from .processor_fastwam import resize_camera
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,15 @@ class FastWAMPolicy(PreTrainedPolicy):
             video = _load_or_explain(
                 WanTransformer3DModel.from_pretrained, cfg.pretrained_model_id, "transformer", torch_dtype=dtype
             )
-            self._assign(self.model.video, video.state_dict(), "Wan2.2 transformer/")
+            video_state = video.state_dict()
+            self._assign(self.model.video, video_state, "Wan2.2 transformer/")
+            # The action expert starts as a narrowed copy of the video expert (official recipe).
+            action_shapes = {k: v.shape for k, v in self.model.action.state_dict().items()}
+            action_dtype = self._weight_dtype(next(self.model.action.parameters()), masters=True)
+            initial = action_expert_from_video(video_state, action_shapes)
+            self.model.action.load_state_dict(
+                {k: v.to(action_dtype) for k, v in initial.items()}, strict=False, assign=True
+            )
         _materialize_random(self.model, device, lambda p: self._weight_dtype(p, masters=True))
 
     @staticmethod
@@ -168,6 +177,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             if value.is_floating_point() and value.dtype != target:
                 state_dict[key] = value.to(target)
         cls._assign(model, state_dict, model_file)
+        model.prompt_encoder.encoder.tie_weights()  # assign=True loads tied tensors as separate parameters
         return model
 
     def get_optim_params(self) -> list[nn.Parameter]:
@@ -214,11 +224,10 @@ class FastWAMPolicy(PreTrainedPolicy):
                 )
             else:
                 image = image[:, :num_frames]
-            if image.shape[2] != 3 or tuple(image.shape[-2:]) != (tile_h, tile_w):
-                raise ValueError(
-                    f"Camera `{key}` has shape {tuple(image.shape[2:])}, expected (3, {tile_h}, {tile_w}). "
-                    "Run the policy's preprocessor, which resizes cameras with the trained aspect ratio."
-                )
+            if image.shape[2] != 3:
+                raise ValueError(f"Camera `{key}` must have 3 channels, got shape {tuple(image.shape[2:])}.")
+            if tuple(image.shape[-2:]) != (tile_h, tile_w):  # pipelines without our resize step (built-in's)
+                image = resize_camera(image, key, tile_h, tile_w, len(keys))
             _check_finite(image, key)
             low, high = torch.aminmax(image.detach())
             if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:

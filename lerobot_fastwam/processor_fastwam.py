@@ -28,6 +28,23 @@ from .configuration_fastwam import FastWAMConfig, check_camera_aspect
 logger = logging.getLogger(__name__)
 
 
+def resize_camera(image: torch.Tensor, key: str, height: int, width: int, n_cams: int) -> torch.Tensor:
+    """Resize ``[..., 3, H, W]`` frames to their tile, refusing an aspect-ratio change (it would stretch)."""
+    src_h, src_w = image.shape[-2:]
+    check_camera_aspect(key, src_h, src_w, height, width, n_cams)
+    if key not in _RESIZE_LOGGED:
+        logger.info("Fast-WAM: resizing camera %s from %dx%d to %dx%d.", key, src_h, src_w, height, width)
+        _RESIZE_LOGGED.add(key)
+    flat = image.reshape(-1, *image.shape[-3:])
+    if not flat.is_floating_point():
+        flat = flat.float()
+    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    return resized.reshape(*image.shape[:-2], height, width)
+
+
+_RESIZE_LOGGED: set[str] = set()
+
+
 @ProcessorStepRegistry.register(name="fastwam_plugin_camera_resize")
 @dataclass
 class FastWAMCameraResizeStep(ObservationProcessorStep):
@@ -38,24 +55,12 @@ class FastWAMCameraResizeStep(ObservationProcessorStep):
     """
 
     camera_sizes: dict[str, list[int]] = field(default_factory=dict)
-    _logged: set[str] = field(default_factory=set, init=False, repr=False)
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
-        n_cams = len(self.camera_sizes)
         for key, (height, width) in self.camera_sizes.items():
             image = observation.get(key)
-            if not isinstance(image, torch.Tensor) or tuple(image.shape[-2:]) == (height, width):
-                continue
-            src_h, src_w = image.shape[-2:]
-            check_camera_aspect(key, src_h, src_w, height, width, n_cams)
-            if key not in self._logged:
-                logger.info("Fast-WAM: resizing camera %s from %dx%d to %dx%d.", key, src_h, src_w, height, width)
-                self._logged.add(key)
-            flat = image.reshape(-1, *image.shape[-3:])
-            if not flat.is_floating_point():
-                flat = flat.float()
-            resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-            observation[key] = resized.reshape(*image.shape[:-2], height, width)
+            if isinstance(image, torch.Tensor) and tuple(image.shape[-2:]) != (height, width):
+                observation[key] = resize_camera(image, key, height, width, len(self.camera_sizes))
         return observation
 
     def get_config(self) -> dict[str, Any]:

@@ -111,3 +111,14 @@ def test_pretrained_weights_unavailable_offline(tmp_path):
     hub = make_config(preset="wan2.2-ti2v-5b")  # the 5B model, built on the meta device until loading
     with pytest.raises(MissingWeightsError, match="(?s)not in the local Hugging Face cache.*huggingface-cli download"):
         FastWAMPolicy(hub)
+
+
+def test_policy_resizes_same_aspect_cameras_itself_for_pipelines_without_the_resize_step(policy):
+    batch = observation(policy.config)
+    expected = policy.predict_action_chunk(batch)
+    big = dict(batch)
+    big["observation.images.cam0"] = torch.nn.functional.interpolate(batch["observation.images.cam0"], size=(64, 64))
+    assert policy.predict_action_chunk(big).shape == expected.shape
+    big["observation.images.cam0"] = torch.rand(2, 3, 48, 64)
+    with pytest.raises(ValueError, match="stretch"):
+        policy.predict_action_chunk(big)

@@ -63,3 +63,76 @@ def test_builtin_checkpoint_gives_the_builtins_actions(tmp_path, builtin_frozen_
     assert actual.shape == expected.shape == (2, 32, action_dim)
     assert expected.abs().mean() > 0.1  # a real chunk, not a degenerate one
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4)
+
+
+def official_payload(builtin) -> dict:
+    """The official code's checkpoint layout: blocks under their experts (``mixtures.<e>.blocks.<i>``)."""
+    mot = {}
+    for key, value in builtin.model.mot.state_dict().items():
+        parts = key.split(".")
+        if parts[0] == "layers":  # layers.<i>.blocks.<expert>.<rest>
+            key = ".".join(["mixtures", parts[3], "blocks", parts[1], *parts[4:]])
+        mot[key] = value.clone()
+    payload = {"mot": mot, "step": 100, "torch_dtype": "torch.float32"}
+    if builtin.model.proprio_encoder is not None:
+        payload["proprio_encoder"] = {k: v.clone() for k, v in builtin.model.proprio_encoder.state_dict().items()}
+    return payload
+
+
+def test_official_checkpoint_converts_and_gives_the_builtins_actions(tmp_path, builtin_frozen_encoders):
+    from lerobot.policies.factory import make_pre_post_processors
+
+    from lerobot_fastwam.cli import main
+
+    builtin = build_builtin_policy(7, 8, (32, 64), 2, seed=11, **TINY).eval()
+    builtin_frozen_encoders["builtin"] = builtin
+    torch.save(official_payload(builtin), tmp_path / "official.pt")
+    stats = {
+        "action": {"default": {"global_min": [-1.0] * 7, "global_max": [2.0] * 7, "global_mean": [0.0] * 7,
+                               "global_std": [1.0] * 7}},
+        "state": {"default": {"global_min": [-3.0] * 8, "global_max": [3.0] * 8, "global_mean": [0.0] * 8,
+                              "global_std": [1.0] * 8}},
+    }
+    (tmp_path / "dataset_stats.json").write_text(json.dumps(stats))
+    out = tmp_path / "converted"
+    main(["convert", str(tmp_path / "official.pt"), "--dataset-stats", str(tmp_path / "dataset_stats.json"),
+          "--output", str(out), "--num-heads", "2", "--text-max-length", "16", "--dtype", "float32", "--image-size", "32", "64",
+          "--camera-keys", "observation.images.cam0", "observation.images.cam1"])
+
+    plugin = FastWAMPolicy.from_pretrained(out)
+    batch = observation(plugin.config, batch_size=2, seed=3)
+    expected = builtin.predict_action_chunk({k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items()})
+    torch.testing.assert_close(plugin.predict_action_chunk(batch), expected, rtol=0, atol=1e-4)
+
+    # The processors carry the official min/max statistics and the LIBERO gripper mapping.
+    pre, post = make_pre_post_processors(plugin.config, pretrained_path=str(out))
+    raw = {"observation.images.cam0": torch.rand(1, 3, 32, 32), "observation.images.cam1": torch.rand(1, 3, 32, 32),
+           "observation.state": torch.full((1, 8), 3.0), "task": "x"}
+    assert torch.allclose(pre(raw)["observation.state"], torch.ones(1, 8), atol=1e-5)
+    action = post(torch.zeros(1, 7))  # normalised 0 -> midpoint 0.5; gripper 0.5 -> sign(-(2*0.5-1)) = 0
+    assert torch.allclose(action[0, :6], torch.full((6,), 0.5), atol=1e-5)
+    assert {type(s).__name__ for s in post.steps} >= {"FastWAMActionToggleProcessorStep"}
+
+
+def test_cli_overrides_apply_to_a_translated_builtin_config(tmp_path):
+    from lerobot.configs import PreTrainedConfig
+
+    from lerobot_fastwam import FastWAMConfig
+
+    builtin = build_builtin_policy(7, 8, (32, 64), 1, seed=0, **TINY)
+    save_as_builtin(builtin, tmp_path)
+    config = PreTrainedConfig.from_pretrained(tmp_path, cli_overrides=["--n_action_steps=5", "--device=cpu"])
+    assert isinstance(config, FastWAMConfig)
+    assert (config.n_action_steps, config.chunk_size, config.num_layers, config.text_max_length) == (5, 32, 2, 16)
+
+
+def test_untranslatable_builtin_config_is_a_clear_error(tmp_path):
+    from lerobot.configs import PreTrainedConfig
+
+    builtin = build_builtin_policy(7, 8, (32, 64), 1, seed=0, **TINY)
+    save_as_builtin(builtin, tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw["text_cfg_scale"] = 3.0
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="classifier-free guidance"):
+        PreTrainedConfig.from_pretrained(tmp_path)

@@ -86,3 +86,24 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         loss.backward()
         grads.append(policy.model.action.action_in.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_different_tasks_give_different_contexts_and_chunks():
+    from .conftest import observation
+
+    policy = make_policy()
+    contexts = policy.prompt_encoder(["pick up the red cube", "open the top drawer"])
+    assert (contexts[0] - contexts[1]).abs().max() > 1e-3
+    batch = observation(policy.config, batch_size=2, tasks=["pick up the red cube", "pick up the red cube"])
+    same = policy.predict_action_chunk(batch)
+    batch["task"] = ["pick up the red cube", "open the top drawer"]
+    different = policy.predict_action_chunk(batch)
+    torch.testing.assert_close(same[0], different[0])
+    assert (same[1] - different[1]).abs().max() > 1e-5
+
+
+def test_a_truncated_instruction_is_reported(caplog):
+    policy = make_policy(text_max_length=8)
+    with caplog.at_level("WARNING"):
+        policy.prompt_encoder(["stack the blocks"])
+    assert "is cut to text_max_length=8" in caplog.text

@@ -1,0 +1,106 @@
+"""``lerobot-fastwam``: command-line tools around the policy.
+
+    lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+
+def convert(args: argparse.Namespace) -> Path:
+    """Official ``.pt`` + ``dataset_stats.json`` -> a plugin checkpoint directory (config, safetensors,
+    processors with the normalisation stats)."""
+    from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.policies.fastwam.processor_fastwam import FastWAMActionToggleProcessorStep
+    from lerobot.utils.constants import ACTION, OBS_STATE
+    from safetensors.torch import save_file
+
+    from .checkpoint_conversion import (
+        OFFICIAL_NORM_MODES,
+        architecture_from_weights,
+        official_stats_to_lerobot,
+        read_official_checkpoint,
+        wan_layout_to_plugin,
+    )
+    from .configuration_fastwam import FastWAMConfig
+    from .processor_fastwam import make_fastwam_pre_post_processors
+
+    state = read_official_checkpoint(args.checkpoint)
+    arch = architecture_from_weights(state, args.num_heads)
+    action_dim, state_dim = arch.pop("action_dim"), arch.pop("state_dim")
+    height, width = args.image_size
+    cameras = args.camera_keys
+    inputs = {key: PolicyFeature(FeatureType.VISUAL, (3, height, width // len(cameras))) for key in cameras}
+    if state_dim is not None:
+        inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
+    mode = NormalizationMode[OFFICIAL_NORM_MODES[args.norm]]
+    config = FastWAMConfig(
+        input_features=inputs,
+        output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
+        camera_keys=list(cameras),
+        image_size=(height, width),
+        n_action_steps=args.n_action_steps,
+        normalization_mapping={"VISUAL": NormalizationMode.IDENTITY, "STATE": mode, "ACTION": mode},
+        pretrained_model_id=args.wan_model_id,
+        text_max_length=args.text_max_length,
+        dtype=args.dtype,
+        push_to_hub=False,
+        **arch,
+    )
+    config.validate_features()
+    stats = official_stats_to_lerobot(json.loads(Path(args.dataset_stats).read_text()), args.norm)
+    if stats[ACTION]["min"].numel() != action_dim:
+        raise ValueError(f"The dataset stats describe {stats[ACTION]['min'].numel()} action values, "
+                         f"the checkpoint {action_dim}.")
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    config._save_pretrained(out)
+    weights = wan_layout_to_plugin(state)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
+    pre, post = make_fastwam_pre_post_processors(config, dataset_stats=stats)
+    if args.libero_gripper:  # the official LIBERO eval maps the gripper back: -1 open, +1 close
+        post.steps.insert(-1, FastWAMActionToggleProcessorStep(toggle_dimensions=[-1]))
+    pre.save_pretrained(out)
+    post.save_pretrained(out)
+    logging.info("Converted %s -> %s (%d tensors).", args.checkpoint, out, len(weights))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lerobot-fastwam", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert", help="official .pt checkpoint -> plugin checkpoint directory")
+    c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
+    c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")
+    c.add_argument("--output", required=True, help="directory to write (usable as --policy.path)")
+    c.add_argument("--camera-keys", nargs="+", default=["observation.images.image", "observation.images.image2"],
+                   help="cameras left to right in the tiled image (LeRobot LIBERO: image, image2)")
+    c.add_argument("--image-size", nargs=2, type=int, default=[224, 448], metavar=("H", "W"))
+    c.add_argument("--norm", default="min/max", choices=["min/max", "z-score"],
+                   help="the official norm_default_mode (LIBERO: min/max, RoboTwin: z-score)")
+    c.add_argument("--num-heads", type=int, default=24, help="attention heads (not recorded in the weights)")
+    c.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
+                   help="compute dtype of the converted policy")
+    c.add_argument("--text-max-length", type=int, default=128, help="umT5 context length (official: 128)")
+    c.add_argument("--n-action-steps", type=int, default=10, help="actions executed per chunk (LIBERO: 10)")
+    c.add_argument("--libero-gripper", action=argparse.BooleanOptionalAction, default=True,
+                   help="map the gripper action back to LIBERO's convention in the postprocessor")
+    c.add_argument("--wan-model-id", default="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+                   help="Wan2.2 Diffusers repo (id or local dir) for the frozen VAE and text encoder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "convert":
+        with torch.no_grad():
+            path = convert(args)
+        print(f"Wrote {path}. Use it with --policy.path={path}")
+
+
+if __name__ == "__main__":
+    main()
