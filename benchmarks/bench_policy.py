@@ -294,7 +294,9 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         policy = builders[key]()
         return policy, time.perf_counter() - start
 
-    row: dict[str, Any] = {"config": name, "image_size": spec["image_size"]}
+    row: dict[str, Any] = {
+        "config": name, "image_size": spec["image_size"], "text_max_length": spec["text_max_length"],
+    }
     if args.interleave:
         built = {key: build(key) for key in POLICIES}
         results = measure({key: policy for key, (policy, _) in built.items()}, spec, args)
@@ -389,10 +391,10 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
         f"step = forward + backward + grad clip + AdamW step at batch {args.train_batch}, median of "
         f"{args.train_iters} after {args.train_warmup} warm-up; {mode}",
         "",
-        "| config | image (HxW) | trainable params | chunk plugin (ms) | chunk built-in (ms) | chunk ratio "
-        "| train step plugin (ms) | train step built-in (ms) | train ratio | train plugin (samples/s) "
+        "| config | image (HxW) | text tokens | trainable params | chunk plugin (ms) | chunk built-in (ms) "
+        "| chunk ratio | train step plugin (ms) | train step built-in (ms) | train ratio | train plugin (samples/s) "
         "| train built-in (samples/s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         plug, built = row["plugin"], row["builtin"]
@@ -405,7 +407,7 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
         sps_p = None if tr_p is None else args.train_batch / (tr_p / 1e3)
         sps_b = None if tr_b is None else args.train_batch / (tr_b / 1e3)
         cells = [
-            row["config"], "x".join(map(str, row["image_size"])), params,
+            row["config"], "x".join(map(str, row["image_size"])), str(row["text_max_length"]), params,
             _fmt(lat_p), _fmt(lat_b), _ratio(lat_p, lat_b),
             tr_p_txt, tr_b_txt, _ratio(tr_p, tr_b),
             _fmt(sps_p, 2), _fmt(sps_b, 2),

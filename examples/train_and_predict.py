@@ -36,7 +36,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tiny preset needs nothing from the Hub
 
-from synthetic_dataset import TASKS, make_dataset  # noqa: E402  (examples/ is on sys.path as a script)
+from synthetic_dataset import make_dataset  # noqa: E402  (examples/ is on sys.path as a script)
 
 REPO_ID = "local/fastwam_demo"
 LOG_STEP = re.compile(r"(step:\d+ smpl:.*)$")
@@ -62,31 +62,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def text_length_fix(train_args: list[str]) -> list[str]:
-    """``--policy.text_max_length=N`` when the tiny preset's prompt length would cut the task off.
-
-    The tiny preset's random text encoder has a character-level tokenizer, so the prompt template alone can
-    fill ``text_max_length`` and every task would then encode the same. Empty when the preset already fits.
-    """
-    if any(arg.startswith(("--policy.text_max_length", "--policy.prompt_template")) for arg in train_args):
-        return []
-    try:
-        from lerobot_fastwam.configuration_fastwam import FastWAMConfig  # noqa: PLC0415
-        from lerobot_fastwam.frozen_encoders import in_memory_tokenizer  # noqa: PLC0415
-
-        config = FastWAMConfig(preset="tiny", device="cpu")
-        tokenizer = in_memory_tokenizer()
-        needed = max(len(tokenizer(config.prompt_template.format(task=task)).input_ids) for task in TASKS)
-        if needed <= config.text_max_length:
-            return []
-    except Exception:  # noqa: BLE001  (an internal API changed: train with the preset as it is)
-        return []
-    needed = -(-needed // 8) * 8
-    print(f"note: the tiny preset keeps {config.text_max_length} prompt tokens, which would cut the task off "
-          f"its prompt; training with --policy.text_max_length={needed}", flush=True)
-    return [f"--policy.text_max_length={needed}"]
-
-
 def train(args: argparse.Namespace, data_root: Path, train_dir: Path, log_path: Path) -> Path:
     cli = [
         "--policy.type=fastwam",
@@ -106,7 +81,6 @@ def train(args: argparse.Namespace, data_root: Path, train_dir: Path, log_path: 
         "--num_workers=0",
         "--env_eval_freq=0",
         "--wandb.enable=false",
-        *text_length_fix(args.train_args),
         *args.train_args,
     ]
     print("$ lerobot-train " + " ".join(cli), flush=True)
