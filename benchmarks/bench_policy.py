@@ -3,8 +3,8 @@
 Both policies are built with random weights at the same architecture (same layers, heads, head dim, FFN
 widths, text/frequency dims, same random VAE and umT5 sizes; the "trainable params" column shows the counts
 match) and are fed the same LeRobot-style batch, as a policy receives it after its preprocessor: cameras
-``observation.images.cam<i>`` as float in [0, 1], ``observation.state``, ``task`` strings; for training 9 frames
-per camera (``[B, 9, 3, H, W]``), ``*_is_pad`` masks, ``action`` ``[B, 32, 7]`` and ``action_is_pad``.
+``observation.images.cam<i>`` as float in [0, 1], ``observation.state``, ``task`` strings; for training
+9 frames per camera (``[B, 9, 3, H, W]``), ``*_is_pad`` masks, ``action`` ``[B, 32, 7]``, ``action_is_pad``.
 For each config it measures
 
 - one action chunk: ``predict_action_chunk`` at batch 1 through each policy's cached path (the clean first
@@ -106,7 +106,16 @@ def build_plugin(name: str, spec: dict, cameras: int, device: str, dtype: str, s
         got = tuple(getattr(config, key)) if key == "image_size" else getattr(config, key)
         if got != value:
             raise RuntimeError(f"plugin config {key}={got!r}, expected {value!r}")
-    return FastWAMPolicy(config).to(device)
+    policy = FastWAMPolicy(config).to(device)
+    if dtype != "float32":
+        # A fresh policy keeps fp32 master weights (it is built for training), while a policy loaded from a
+        # checkpoint, the deployment path, holds its network in the compute dtype
+        # (FastWAMPolicy._load_as_safetensor). Time the action chunk like the latter; the training step's
+        # get_optim_params() turns the trainable weights back into fp32 masters, as in lerobot-train.
+        compute = getattr(torch, dtype)
+        for param in policy.model.parameters():
+            param.data = param.data.to(compute)
+    return policy
 
 
 def build_builtin(spec: dict, cameras: int, device: str, dtype: str, steps: int):
@@ -132,7 +141,8 @@ def inference_batch(spec: dict, cameras: int, device: str, seed: int) -> dict[st
     g = torch.Generator().manual_seed(seed)
     height, width = spec["image_size"]
     batch: dict[str, Any] = {
-        key: torch.rand(1, 3, height, width // cameras, generator=g).to(device) for key in camera_keys(cameras)
+        key: torch.rand(1, 3, height, width // cameras, generator=g).to(device)
+        for key in camera_keys(cameras)
     }
     batch["observation.state"] = torch.randn(1, STATE_DIM, generator=g).to(device)
     batch["task"] = [TASKS[0]]
@@ -162,7 +172,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(fns: dict[str, Callable[[], Any]], warmup: int, iters: int, device: str) -> dict[str, list[float]]:
+def time_calls(
+    fns: dict[str, Callable[[], Any]], warmup: int, iters: int, device: str
+) -> dict[str, list[float]]:
     """Seconds per call of each function, ``iters`` timed calls after ``warmup`` untimed ones.
 
     With several functions the calls alternate (and the order flips every round), so a change in machine
@@ -387,13 +399,13 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
         f"- device: {environment(args)}{load}",
         f"- settings: {args.dtype}; {args.cameras} camera(s); state {STATE_DIM}, action {ACTION_DIM}, "
         f"chunk {CHUNK_SIZE}, {MODEL_VIDEO_FRAMES} video frames; action chunk = `predict_action_chunk` at "
-        f"batch 1, {args.steps} denoising steps, median of {args.iters} after {args.warmup} warm-up; training "
-        f"step = forward + backward + grad clip + AdamW step at batch {args.train_batch}, median of "
-        f"{args.train_iters} after {args.train_warmup} warm-up; {mode}",
+        f"batch 1, {args.steps} denoising steps, median of {args.iters} after {args.warmup} warm-up; "
+        f"training step = forward + backward + grad clip + AdamW step at batch {args.train_batch}, "
+        f"median of {args.train_iters} after {args.train_warmup} warm-up; {mode}",
         "",
         "| config | image (HxW) | text tokens | trainable params | chunk plugin (ms) | chunk built-in (ms) "
-        "| chunk ratio | train step plugin (ms) | train step built-in (ms) | train ratio | train plugin (samples/s) "
-        "| train built-in (samples/s) |",
+        "| chunk ratio | train step plugin (ms) | train step built-in (ms) | train ratio "
+        "| train plugin (samples/s) | train built-in (samples/s) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -467,7 +479,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.interleave is None:
         args.interleave = not args.device.startswith("cuda")
     if args.device == "cpu" and args.dtype != "float32":
-        warnings.warn("bfloat16/float16 on CPU is slow and not what either policy is tuned for.", stacklevel=1)
+        # The built-in keeps its timestep embedding in fp32 through torch.autocast("cuda", float32), which is
+        # disabled on CPU, so its bf16/fp16 forward fails there (mat1 and mat2 dtype mismatch).
+        parser.error("--dtype bfloat16/float16 needs --device cuda (the built-in's is CUDA-only).")
     return args
 
 

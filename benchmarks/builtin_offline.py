@@ -188,8 +188,10 @@ def build_builtin_policy(
 
     Args:
         action_dim, state_dim: action and proprioception sizes (``state_dim=None``: no state token).
-        image_size: ``(height, width)`` of the tiled camera image; each camera is ``(height, width / cameras)``.
-        cameras: number of cameras, keyed ``observation.images.cam0..`` like the plugin's ``default_features``.
+        image_size: ``(height, width)`` of the tiled camera image; each camera is
+            ``(height, width / cameras)``.
+        cameras: number of cameras, keyed ``observation.images.cam0..`` like the plugin's
+            ``default_features``.
         num_layers, num_heads, head_dim, video_ffn_dim: video expert (hidden = num_heads * head_dim).
         action_hidden_dim, action_ffn_dim: action expert width and FFN (heads, head dim, layers shared).
         text_dim, freq_dim: text-context width and timestep-embedding frequency size of both experts.
