@@ -88,7 +88,9 @@ def arch_spec(name: str) -> dict[str, Any]:
     return spec
 
 
-def build_plugin(name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int) -> FastWAMPolicy:
+def build_plugin(
+    name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int, compile_step: bool = False
+) -> FastWAMPolicy:
     inputs, outputs = default_features(ACTION_DIM, STATE_DIM, spec["image_size"], cameras)
     config = FastWAMConfig(
         preset=CONFIGS[name],
@@ -101,6 +103,7 @@ def build_plugin(name: str, spec: dict, cameras: int, device: str, dtype: str, s
         video_frame_stride=VIDEO_FRAME_STRIDE,
         num_inference_steps=steps,
         use_pretrained_wan=False,  # random weights and random frozen encoders: no download
+        compile_action_step=compile_step,
     )
     for key, value in spec.items():
         got = tuple(getattr(config, key)) if key == "image_size" else getattr(config, key)
@@ -296,7 +299,9 @@ def free(device: str) -> None:
 def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = arch_spec(name)
     builders = {
-        "plugin": lambda: build_plugin(name, spec, args.cameras, args.device, args.dtype, args.steps),
+        "plugin": lambda: build_plugin(
+            name, spec, args.cameras, args.device, args.dtype, args.steps, args.compile_action_step
+        ),
         "builtin": lambda: build_builtin(spec, args.cameras, args.device, args.dtype, args.steps),
     }
 
@@ -397,7 +402,9 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
         "",
         f"- command: `{command}`",
         f"- device: {environment(args)}{load}",
-        f"- settings: {args.dtype}; {args.cameras} camera(s); state {STATE_DIM}, action {ACTION_DIM}, "
+        f"- settings: {args.dtype}; plugin action step "
+        f"{'compiled (torch.compile, compile_action_step=true)' if args.compile_action_step else 'eager'}; "
+        f"{args.cameras} camera(s); state {STATE_DIM}, action {ACTION_DIM}, "
         f"chunk {CHUNK_SIZE}, {MODEL_VIDEO_FRAMES} video frames; action chunk = `predict_action_chunk` at "
         f"batch 1, {args.steps} denoising steps, median of {args.iters} after {args.warmup} warm-up; "
         f"training step = forward + backward + grad clip + AdamW step at batch {args.train_batch}, "
@@ -464,6 +471,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
                         help="keep both policies in memory and alternate their calls (default: on for CPU, "
                         "off for CUDA, where the two 5B models would not fit side by side for training)")
+    parser.add_argument("--compile-action-step", action="store_true",
+                        help="build the plugin with compile_action_step=true (warm-up includes compilation)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a torch.profiler table of one action chunk of each policy")
     parser.add_argument("--output", type=Path, default=None, help="append the markdown report to this file")

@@ -74,16 +74,14 @@ class ActionExpert(nn.Module):
         """1D RoPE over the full head dim, positions 0..max_actions-1, theta 10000 (not learned).
 
         Called by the owner after construction, which may run on the meta device."""
-        cos, sin = get_1d_rotary_pos_embed(
-            self.head_dim, max_actions, theta=10000.0, use_real=True, repeat_interleave_real=True,
-            freqs_dtype=torch.float64,
+        freqs = get_1d_rotary_pos_embed(
+            self.head_dim, max_actions, theta=10000.0, use_real=False, freqs_dtype=torch.float64
         )
-        self.register_buffer("rope_cos", cos.float().to(device), persistent=False)
-        self.register_buffer("rope_sin", sin.float().to(device), persistent=False)
+        self.register_buffer("rope_freqs", freqs.to(torch.complex64).to(device), persistent=False)
 
-    def rope(self, num_actions: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """1D RoPE tables ``[1, num_actions, 1, head_dim]`` for positions 0..num_actions-1."""
-        return self.rope_cos[None, :num_actions, None], self.rope_sin[None, :num_actions, None]
+    def rope(self, num_actions: int) -> torch.Tensor:
+        """Complex RoPE rotations ``[1, num_actions, 1, head_dim / 2]`` for positions 0..num_actions-1."""
+        return self.rope_freqs[None, :num_actions, None]
 
     def embed_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
         """adaLN input ``[B, 1, 6, hidden]`` from one timestep per sample (one modulation group)."""

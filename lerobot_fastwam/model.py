@@ -53,6 +53,7 @@ class FastWAM(nn.Module):
         video.rope = WanRotaryPosEmbed(config.head_dim, video.config.patch_size, video.config.rope_max_seq_len)
         action.build_rope(max(config.chunk_size, 1024))
         self.mot = MixtureOfTransformers(video, action, config.gradient_checkpointing)
+        self._action_step = torch.compile(self.mot.denoise_actions) if config.compile_action_step else None
         self.loss_weight = TimestepLossWeight(config.num_train_timesteps, config.timestep_shift)
 
     @property
@@ -162,14 +163,16 @@ class FastWAM(nn.Module):
 
         levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
         step_timesteps = (levels[:-1] * cfg.num_train_timesteps).repeat_interleave(batch)
-        modulations = self.action.embed_timestep(step_timesteps).unflatten(0, (num_steps, batch))
+        step_inputs = self.action.embed_timestep(step_timesteps).unflatten(0, (num_steps, batch))
+        modulations = self.mot.action_modulations(step_inputs)
         deltas = (levels[1:] - levels[:-1]).tolist()
 
         x = noise.float()
         weight = self.action.action_in.weight
+        action_step = self._action_step or self.mot.denoise_actions
         for step in range(num_steps):
-            stream = ExpertStream(self.action.action_in(x.to(weight.dtype)), modulations[step], rope, action_context)
-            velocity = self.action.action_out(self.mot.denoise_actions(stream, cache))
+            tokens = self.action.action_in(x.to(weight.dtype))
+            velocity = self.action.action_out(action_step(tokens, modulations[step], rope, cache))
             x = x + deltas[step] * velocity.float()
         return x
 

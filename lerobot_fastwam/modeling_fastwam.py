@@ -320,7 +320,8 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
-        self.eval()
+        if self.training:
+            self.eval()
         latents = self._latents(batch, None)
         batch_size = latents.shape[0]
         with self._autocast():
@@ -331,7 +332,8 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
-        self.eval()
+        if self.training:
+            self.eval()
         if not self._action_queue:
             chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))

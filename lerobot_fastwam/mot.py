@@ -24,35 +24,57 @@ from torch.utils.checkpoint import checkpoint
 from .action_expert import ActionExpert
 from .attention import attend, fastwam_attention
 
-Rope = tuple[torch.Tensor, torch.Tensor]
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotary embedding on interleaved pairs, the convention of Wan and diffusers. ``x``: [B, S, H, D]."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = cos[..., 0::2], sin[..., 1::2]
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding on interleaved pairs (Wan's and diffusers' convention), as one complex product.
+
+    ``x``: [B, S, H, D]; ``rotations``: complex [1, S, 1, D / 2].
+    """
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotations).flatten(-2).type_as(x)
+
+
+# adaLN tensors of one block: (shift, 1 + scale, gate) for attention, then the same for the FFN. Each is
+# [B, G, 1, dim] for G groups of tokens (video: one per latent frame), or [B, 1, dim] for a single group.
+_PLUS_ONE = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0]).view(6, 1)
 
 
 def _modulation(block: nn.Module, block_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Six ``[B, G, 1, dim]`` fp32 adaLN tensors (shift, scale, gate for attention; then for the FFN)."""
-    return (block.scale_shift_table.unsqueeze(0) + block_input.float()).unsqueeze(3).unbind(2)
+    """Six fp32 adaLN tensors from the block's table and a ``[B, G, 6, dim]`` timestep input."""
+    mod = block.scale_shift_table.unsqueeze(0) + block_input.float() + _PLUS_ONE.to(block_input.device)
+    return mod.squeeze(1).unsqueeze(2).unbind(1) if mod.shape[1] == 1 else mod.unsqueeze(3).unbind(2)
 
 
-def _grouped(x: torch.Tensor, groups: int) -> torch.Tensor:
-    return x.unflatten(1, (groups, -1))
+def _affine(x: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """``offset + x * factor`` with ``factor``/``offset`` per group of tokens of ``x`` ([B, G * n, dim])."""
+    if factor.ndim == 3:
+        return torch.addcmul(offset, x, factor)
+    out = torch.addcmul(offset, x.unflatten(1, (factor.shape[1], -1)), factor)
+    return out.flatten(1, 2)
 
 
-def self_attention_qkv(block: nn.Module, x: torch.Tensor, mod: tuple[torch.Tensor, ...], rope: Rope) -> QKV:
-    shift, scale = mod[0], mod[1]
-    groups = shift.shape[1]
-    h = (_grouped(block.norm1(x.float()), groups) * (1 + scale) + shift).flatten(1, 2).type_as(x)
+def _gated_residual(x: torch.Tensor, update: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """``x + update * gate`` in fp32 (as diffusers' Wan block), back in ``x``'s dtype."""
+    if gate.ndim == 3:
+        return torch.addcmul(x.float(), update.float(), gate).type_as(x)
+    groups = gate.shape[1]
+    out = torch.addcmul(x.float().unflatten(1, (groups, -1)), update.float().unflatten(1, (groups, -1)), gate)
+    return out.flatten(1, 2).type_as(x)
+
+
+def self_attention_qkv(
+    block: nn.Module, x: torch.Tensor, mod: tuple[torch.Tensor, ...], rope: torch.Tensor
+) -> QKV:
+    h = _affine(block.norm1(x.float()), mod[1], mod[0]).type_as(x)
     attn = block.attn1
-    q = attn.norm_q(attn.to_q(h)).unflatten(2, (attn.heads, -1))
-    k = attn.norm_k(attn.to_k(h)).unflatten(2, (attn.heads, -1))
-    v = attn.to_v(h).unflatten(2, (attn.heads, -1))
-    return apply_rope(q, *rope), apply_rope(k, *rope), v
+    heads = attn.heads
+    q = attn.norm_q(attn.to_q(h)).unflatten(2, (heads, -1))
+    k = attn.norm_k(attn.to_k(h)).unflatten(2, (heads, -1))
+    v = attn.to_v(h).unflatten(2, (heads, -1))
+    q, k = apply_rope(torch.cat([q, k], dim=2), rope).split(heads, dim=2)  # one rotation for both
+    return q, k, v
 
 
 def cross_attention_kv(block: nn.Module, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,19 +94,15 @@ def finish_block(
     backend: str,
 ) -> torch.Tensor:
     """Everything after self-attention: output projection + gate, cross-attention, modulated FFN."""
-    gate, c_shift, c_scale, c_gate = mod[2], mod[3], mod[4], mod[5]
-    groups = gate.shape[1]
-    attn_out = _grouped(block.attn1.to_out[0](attn_out), groups)
-    x = (_grouped(x.float(), groups) + attn_out * gate).flatten(1, 2).type_as(x)
+    x = _gated_residual(x, block.attn1.to_out[0](attn_out), mod[2])
 
     cross = block.attn2
     h = block.norm2(x.float()).type_as(x)
     q = cross.norm_q(cross.to_q(h)).unflatten(2, (cross.heads, -1))
     x = x + cross.to_out[0](attend(q, *context_kv, backend).type_as(q))
 
-    h = (_grouped(block.norm3(x.float()), groups) * (1 + c_scale) + c_shift).flatten(1, 2).type_as(x)
-    ff = _grouped(block.ffn(h).float(), groups)
-    return (_grouped(x.float(), groups) + ff * c_gate).flatten(1, 2).type_as(x)
+    h = _affine(block.norm3(x.float()), mod[4], mod[3]).type_as(x)
+    return _gated_residual(x, block.ffn(h), mod[5])
 
 
 @dataclass
@@ -93,7 +111,7 @@ class ExpertStream:
 
     tokens: torch.Tensor  # [B, S, dim]
     modulation: torch.Tensor  # [B, G, 6, dim]
-    rope: Rope
+    rope: torch.Tensor  # complex [1, S, 1, head_dim / 2]
     context: torch.Tensor  # [B, L, dim], already through the expert's text projection
 
 
@@ -203,13 +221,27 @@ class MixtureOfTransformers(nn.Module):
         cache.context_kv = [cross_attention_kv(block, context) for block in self.action.blocks]
 
     @torch.no_grad()
-    def denoise_actions(self, action: ExpertStream, cache: FirstFrameCache) -> torch.Tensor:
-        """One action-expert pass: action tokens attend to the cached first frame and to each other."""
-        x = action.tokens
+    def action_modulations(self, step_inputs: torch.Tensor) -> torch.Tensor:
+        """adaLN tensors of every (step, layer) of a chunk in one go: ``[N, B, 1, 6, dim]`` timestep inputs
+        -> ``[N, layers, 6, B, 1, dim]`` fp32 (``_modulation``'s layout), so a step only indexes them."""
+        tables = torch.stack([block.scale_shift_table for block in self.action.blocks])  # [L, 1, 6, dim]
+        plus_one = _PLUS_ONE.to(step_inputs.device)
+        mods = tables[None, :, None] + step_inputs.float()[:, None] + plus_one  # [N, L, B, 1, 6, dim]
+        return mods.permute(0, 1, 4, 2, 3, 5).contiguous()
+
+    @torch.no_grad()
+    def denoise_actions(
+        self, tokens: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: FirstFrameCache
+    ) -> torch.Tensor:
+        """One action-expert pass: action tokens attend to the cached first frame and to each other.
+
+        ``modulations``: this step's ``[layers, 6, B, 1, dim]`` slice of ``action_modulations``.
+        """
+        x = tokens
         n0 = cache.first_frame_len
         for index, block in enumerate(self.action.blocks):
-            mod = _modulation(block, action.modulation)
-            q, k, v = self_attention_qkv(block, x, mod, action.rope)
+            mod = modulations[index].unbind(0)
+            q, k, v = self_attention_qkv(block, x, mod, rope)
             keys, values = cache.keys[index], cache.values[index]
             keys[:, n0:] = k
             values[:, n0:] = v

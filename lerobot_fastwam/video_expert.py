@@ -17,7 +17,7 @@ from diffusers import WanTransformer3DModel
 @dataclass
 class VideoEmbedding:
     tokens: torch.Tensor  # [B, F * tokens_per_frame, dim]
-    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin: [1, tokens, 1, head_dim]
+    rope: torch.Tensor  # complex rotations [1, tokens, 1, head_dim / 2]
     temb: torch.Tensor  # [B, F, dim], for the output head
     modulation: torch.Tensor  # [B, F, 6, dim], adaLN input of every block
     context: torch.Tensor  # [B, L, dim], text (+ state) context after the expert's text projection
@@ -51,7 +51,8 @@ def embed_video(
     num_frames = latents.shape[2]
     p_t, p_h, p_w = model.config.patch_size
     grid = (num_frames // p_t, latents.shape[3] // p_h, latents.shape[4] // p_w)
-    rope = model.rope(latents)
+    cos, sin = model.rope(latents)  # diffusers' interleaved real tables -> one complex rotation per pair
+    rope = torch.complex(cos[..., 0::2].float(), sin[..., 1::2].float())
     weight = model.patch_embedding.weight
     tokens = model.patch_embedding(latents.to(weight.dtype)).flatten(2).transpose(1, 2)
     temb, modulation, context, _ = model.condition_embedder(

@@ -4,7 +4,7 @@ import torch
 
 from lerobot_fastwam.flow_matching import inference_noise_levels
 
-from .conftest import make_policy
+from .conftest import make_policy, observation
 
 
 @torch.no_grad()
@@ -43,10 +43,16 @@ def test_inference_schedule_is_the_shift_warp_of_a_uniform_grid():
 @torch.no_grad()
 def test_batched_prediction_equals_per_sample_prediction():
     policy = make_policy()
-    from .conftest import observation
-
     batch = observation(policy.config, batch_size=3, seed=5, tasks=["a", "b", "a"])
     together = policy.predict_action_chunk(batch)
     for i in range(3):
         single = {k: (v[i : i + 1] if torch.is_tensor(v) else [v[i]]) for k, v in batch.items()}
         torch.testing.assert_close(policy.predict_action_chunk(single), together[i : i + 1], rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_compiled_action_step_gives_the_eager_chunk():
+    eager = make_policy(seed=4)
+    compiled = make_policy(seed=4, compile_action_step=True)
+    batch = observation(eager.config, batch_size=2, seed=9)
+    torch.testing.assert_close(compiled.predict_action_chunk(batch), eager.predict_action_chunk(batch), rtol=1e-4, atol=1e-5)
