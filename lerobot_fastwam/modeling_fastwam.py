@@ -170,12 +170,14 @@ class FastWAMPolicy(PreTrainedPolicy):
             for key in names if len(names) > 1 and present else []:
                 state_dict.setdefault(key, state_dict[present[0]])
         # A loaded policy runs inference in the compute dtype; get_optim_params restores fp32 masters when
-        # it is fine-tuned. Frozen encoders keep the dtype they were built with.
+        # it is fine-tuned. Frozen encoders keep the dtype they were built with. CPU tensors from safe_open
+        # are views of the memory-mapped file: each is copied (or converted) once, so the parameters own their
+        # memory and the file may be overwritten later, and the peak stays at one copy of the weights.
         compute = _DTYPES[model.config.dtype]
         for key, value in list(state_dict.items()):
             target = compute if key.startswith("model.") else expected.get(key, value).dtype
-            if value.is_floating_point() and value.dtype != target:
-                state_dict[key] = value.to(target)
+            if value.is_floating_point() and (value.dtype != target or value.device.type == "cpu"):
+                state_dict[key] = value.to(target, copy=True)
         cls._assign(model, state_dict, model_file)
         model.prompt_encoder.encoder.tie_weights()  # assign=True loads tied tensors as separate parameters
         return model
