@@ -25,15 +25,14 @@ from unittest import mock
 
 import torch
 from diffusers import AutoencoderKLWan
-from lerobot.configs import FeatureType, PolicyFeature
 from lerobot.policies.fastwam import modeling_fastwam as builtin_modeling
 from lerobot.policies.fastwam.configuration_fastwam import FastWAMConfig as BuiltinFastWAMConfig
 from lerobot.policies.fastwam.modeling_fastwam import FastWAMPolicy as BuiltinFastWAMPolicy
 from lerobot.policies.fastwam.wan.adapters import WanVideoVAE38
 from lerobot.policies.fastwam.wan.components import WanTextEncoder, WanTokenizer
-from lerobot.utils.constants import ACTION, OBS_STATE
 from transformers import UMT5Config, UMT5EncoderModel
 
+from lerobot_fastwam.configuration_fastwam import default_features
 from lerobot_fastwam.frozen_encoders import in_memory_tokenizer
 
 LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim; fixed by the TI2V-5B DiT's patch embedding
@@ -112,16 +111,9 @@ def builtin_features(action_dim: int, state_dim: int | None, image_size: tuple[i
     ``observation.images.image`` camera. Giving ``input_features`` explicitly with the same keys and shapes as
     ``lerobot_fastwam.configuration_fastwam.default_features`` makes both policies read the same batch.
     """
-    height, width = image_size
-    if width % cameras:
-        raise ValueError(f"image width {width} is not divisible by {cameras} cameras.")
-    inputs = {
-        f"observation.images.cam{i}": PolicyFeature(FeatureType.VISUAL, (3, height, width // cameras))
-        for i in range(cameras)
-    }
-    if state_dim is not None:
-        inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
-    return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))}
+    if image_size[1] % cameras:
+        raise ValueError(f"image width {image_size[1]} is not divisible by {cameras} cameras.")
+    return default_features(action_dim, state_dim, tuple(image_size), cameras)
 
 
 def builtin_dit_configs(

@@ -204,7 +204,10 @@ def translate_builtin_config(raw: dict[str, Any]) -> dict[str, Any]:
     _require(len(shifts) == 1, f"the timestep shifts differ ({sorted(shifts)}); the plugin uses one shift.")
     steps = {int(s.get("num_train_timesteps", 1000)) for s in schedulers}
     _require(len(steps) == 1, "video and action num_train_timesteps differ.")
-    _require(float(raw.get("text_cfg_scale", 1.0)) == 1.0, "classifier-free guidance (text_cfg_scale != 1) is not implemented.")
+    _require(
+        float(raw.get("text_cfg_scale", 1.0)) == 1.0,
+        "classifier-free guidance (text_cfg_scale != 1) is not implemented.",
+    )
     _require(not raw.get("tiled", False), "tiled VAE encoding is not implemented.")
     loss = raw.get("loss") or {}
     out.update(

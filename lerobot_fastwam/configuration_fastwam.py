@@ -7,7 +7,6 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 

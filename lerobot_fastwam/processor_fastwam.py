@@ -79,7 +79,9 @@ class FastWAMCameraResizeStep(ObservationProcessorStep):
 def make_fastwam_pre_post_processors(
     config: FastWAMConfig,
     dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
-) -> tuple[PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]]:
+) -> tuple[
+    PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]
+]:
     # Images are not normalised: the VAE boundary maps [0, 1] to [-1, 1] itself.
     steps = make_default_policy_processor_steps(config, dataset_stats)
     tile = list(config.camera_image_size)

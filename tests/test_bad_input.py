@@ -91,7 +91,8 @@ def test_images_in_0_255(policy):
 def test_too_few_video_frames_in_training(policy):
     batch = training_batch(policy.config)
     batch["observation.images.cam0"] = batch["observation.images.cam0"][:, :3]
-    with pytest.raises(ValueError, match=r"needs 9 frames of `observation.images.cam0`.*got 3.*observation_delta_indices"):
+    match = r"needs 9 frames of `observation.images.cam0`.*got 3.*observation_delta_indices"
+    with pytest.raises(ValueError, match=match):
         policy.forward(batch)
 
 
@@ -106,7 +107,8 @@ def test_pretrained_weights_unavailable_offline(tmp_path):
     config = make_config(use_pretrained_wan=True, pretrained_model_id=str(tmp_path / "no-such-wan-repo"))
     from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 
-    with pytest.raises(MissingWeightsError, match=r"(?s)Wan2.2 transformer.*does not exist.*--policy.pretrained_model_id"):
+    match = r"(?s)Wan2.2 transformer.*does not exist.*--policy.pretrained_model_id"
+    with pytest.raises(MissingWeightsError, match=match):
         FastWAMPolicy(config)
     hub = make_config(preset="wan2.2-ti2v-5b")  # the 5B model, built on the meta device until loading
     with pytest.raises(MissingWeightsError, match="(?s)not in the local Hugging Face cache.*huggingface-cli download"):

@@ -48,7 +48,9 @@ def builtin_frozen_encoders(monkeypatch):
 @pytest.mark.parametrize(
     ("cameras", "state_dim", "action_dim"), [(1, 8, 7), (2, 8, 7), (1, None, 6), (2, None, 14)]
 )
-def test_builtin_checkpoint_gives_the_builtins_actions(tmp_path, builtin_frozen_encoders, cameras, state_dim, action_dim):
+def test_builtin_checkpoint_gives_the_builtins_actions(
+    tmp_path, builtin_frozen_encoders, cameras, state_dim, action_dim
+):
     builtin = build_builtin_policy(action_dim, state_dim, (32, 64), cameras, seed=cameras, **TINY).eval()
     save_as_builtin(builtin, tmp_path)
     assert "video_dit_config" in json.loads((tmp_path / "config.json").read_text())  # the built-in's format
@@ -96,7 +98,8 @@ def test_official_checkpoint_converts_and_gives_the_builtins_actions(tmp_path, b
     (tmp_path / "dataset_stats.json").write_text(json.dumps(stats))
     out = tmp_path / "converted"
     main(["convert", str(tmp_path / "official.pt"), "--dataset-stats", str(tmp_path / "dataset_stats.json"),
-          "--output", str(out), "--num-heads", "2", "--text-max-length", "16", "--dtype", "float32", "--image-size", "32", "64",
+          "--output", str(out), "--num-heads", "2", "--text-max-length", "16", "--dtype", "float32",
+          "--image-size", "32", "64",
           "--camera-keys", "observation.images.cam0", "observation.images.cam1"])
 
     plugin = FastWAMPolicy.from_pretrained(out)

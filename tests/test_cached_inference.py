@@ -55,4 +55,5 @@ def test_compiled_action_step_gives_the_eager_chunk():
     eager = make_policy(seed=4)
     compiled = make_policy(seed=4, compile_action_step=True)
     batch = observation(eager.config, batch_size=2, seed=9)
-    torch.testing.assert_close(compiled.predict_action_chunk(batch), eager.predict_action_chunk(batch), rtol=1e-4, atol=1e-5)
+    expected = eager.predict_action_chunk(batch)
+    torch.testing.assert_close(compiled.predict_action_chunk(batch), expected, rtol=1e-4, atol=1e-5)

@@ -3,7 +3,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import WanTransformer3DModel
 
 from lerobot_fastwam.checkpoint_conversion import action_expert_from_video
 from lerobot_fastwam.frozen_encoders import LatentEncoder, MissingWeightsError, PromptEncoder
