@@ -13,6 +13,29 @@ from pathlib import Path
 import torch
 
 
+# The official benchmarks' data layouts (configs/data/libero_2cam.yaml, robotwin.yaml); explicit flags win.
+CONVERSION_DEFAULTS = {
+    "libero": {
+        "camera_keys": ["observation.images.image", "observation.images.image2"],
+        "camera_layout": "side_by_side",
+        "image_size": [224, 448],
+        "norm": "min/max",
+        "n_action_steps": 10,
+        "libero_gripper": True,
+    },
+    "robotwin": {
+        "camera_keys": [
+            "observation.images.cam_high", "observation.images.cam_left_wrist", "observation.images.cam_right_wrist"
+        ],
+        "camera_layout": "top_and_wrists",
+        "image_size": [384, 320],
+        "norm": "z-score",
+        "n_action_steps": 24,
+        "libero_gripper": False,
+    },
+}
+
+
 def convert(args: argparse.Namespace) -> Path:
     """Official ``.pt`` + ``dataset_stats.json`` -> a plugin checkpoint directory (config, safetensors,
     processors with the normalisation stats)."""
@@ -28,15 +51,20 @@ def convert(args: argparse.Namespace) -> Path:
         read_official_checkpoint,
         wan_layout_to_plugin,
     )
+    from .camera_layout import tile_sizes
     from .configuration_fastwam import FastWAMConfig
     from .processor_fastwam import make_fastwam_pre_post_processors
 
     state = read_official_checkpoint(args.checkpoint)
     arch = architecture_from_weights(state, args.num_heads)
     action_dim, state_dim = arch.pop("action_dim"), arch.pop("state_dim")
+    for key, value in CONVERSION_DEFAULTS[args.benchmark].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     height, width = args.image_size
     cameras = args.camera_keys
-    inputs = {key: PolicyFeature(FeatureType.VISUAL, (3, height, width // len(cameras))) for key in cameras}
+    tiles = tile_sizes(args.camera_layout, (height, width), len(cameras))
+    inputs = {key: PolicyFeature(FeatureType.VISUAL, (3, *size)) for key, size in zip(cameras, tiles, strict=True)}
     if state_dim is not None:
         inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
     mode = NormalizationMode[OFFICIAL_NORM_MODES[args.norm]]
@@ -44,6 +72,7 @@ def convert(args: argparse.Namespace) -> Path:
         input_features=inputs,
         output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
         camera_keys=list(cameras),
+        camera_layout=args.camera_layout,
         image_size=(height, width),
         n_action_steps=args.n_action_steps,
         normalization_mapping={"VISUAL": NormalizationMode.IDENTITY, "STATE": mode, "ACTION": mode},
@@ -80,17 +109,20 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
     c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")
     c.add_argument("--output", required=True, help="directory to write (usable as --policy.path)")
-    c.add_argument("--camera-keys", nargs="+", default=["observation.images.image", "observation.images.image2"],
-                   help="cameras left to right in the tiled image (LeRobot LIBERO: image, image2)")
-    c.add_argument("--image-size", nargs=2, type=int, default=[224, 448], metavar=("H", "W"))
-    c.add_argument("--norm", default="min/max", choices=["min/max", "z-score"],
+    c.add_argument("--benchmark", default="libero", choices=sorted(CONVERSION_DEFAULTS),
+                   help="defaults for the options below from the official data config of this benchmark")
+    c.add_argument("--camera-keys", nargs="+", default=None,
+                   help="cameras in tiling order (LeRobot LIBERO: image, image2; RoboTwin: top, left, right)")
+    c.add_argument("--camera-layout", default=None, choices=["side_by_side", "top_and_wrists"])
+    c.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"))
+    c.add_argument("--norm", default=None, choices=["min/max", "z-score"],
                    help="the official norm_default_mode (LIBERO: min/max, RoboTwin: z-score)")
     c.add_argument("--num-heads", type=int, default=24, help="attention heads (not recorded in the weights)")
     c.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
                    help="compute dtype of the converted policy")
     c.add_argument("--text-max-length", type=int, default=128, help="umT5 context length (official: 128)")
-    c.add_argument("--n-action-steps", type=int, default=10, help="actions executed per chunk (LIBERO: 10)")
-    c.add_argument("--libero-gripper", action=argparse.BooleanOptionalAction, default=True,
+    c.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk (10 / 24)")
+    c.add_argument("--libero-gripper", action=argparse.BooleanOptionalAction, default=None,
                    help="map the gripper action back to LIBERO's convention in the postprocessor")
     c.add_argument("--wan-model-id", default="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
                    help="Wan2.2 Diffusers repo (id or local dir) for the frozen VAE and text encoder")

@@ -17,6 +17,8 @@ from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTr
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
+from .camera_layout import LAYOUTS, tile_sizes
+
 WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
 # Presets resolve every architecture field the user left unset (None). "wan2.2-ti2v-5b" is the paper's model
@@ -88,9 +90,10 @@ class FastWAMConfig(PreTrainedConfig):
         num_video_frames: frames the video expert is trained on (first + future), subsampled from the
             dataset every ``video_frame_stride`` frames. ``(num_video_frames - 1)`` must be a multiple of 4
             (the VAE's temporal compression): 9 frames -> 3 latent frames (1 clean + 2 future).
-        image_size: (height, width) of the tiled camera image fed to the VAE; cameras are placed side by
-            side in ``camera_keys`` order, each ``(height, width / num_cameras)``.
+        image_size: (height, width) of the tiled camera image fed to the VAE.
         camera_keys: camera order for tiling; ``None`` uses the sorted dataset camera keys.
+        camera_layout: "side_by_side" (LIBERO: each camera ``(H, W / N)``) or "top_and_wrists" (RoboTwin:
+            the first camera ``(2H/3, W)`` above two ``(H/3, W/2)``); see ``camera_layout.py``.
         preset: "wan2.2-ti2v-5b" (the paper's model), "small" or "tiny" (CPU tests and demos). It fills every
             architecture field left unset; explicit values win.
         use_pretrained_wan: load the VAE, umT5 encoder, tokenizer and the video expert's initial weights from
@@ -110,6 +113,7 @@ class FastWAMConfig(PreTrainedConfig):
     video_frame_stride: int = 4
     image_size: tuple[int, int] | None = None
     camera_keys: list[str] | None = None
+    camera_layout: str = "side_by_side"
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
@@ -193,6 +197,8 @@ class FastWAMConfig(PreTrainedConfig):
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+        if self.camera_layout not in LAYOUTS:
+            raise ValueError(f"camera_layout must be one of {LAYOUTS}, got {self.camera_layout!r}.")
         if self.attention_backend not in ("sdpa", "xformers", "auto"):
             raise ValueError(
                 f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}."
@@ -218,9 +224,10 @@ class FastWAMConfig(PreTrainedConfig):
         return list(self.camera_keys) if self.camera_keys else sorted(self.image_features)
 
     @property
-    def camera_image_size(self) -> tuple[int, int]:
-        """(height, width) of one camera inside the tiled image."""
-        return self.image_size[0], self.image_size[1] // len(self.ordered_camera_keys)
+    def camera_tile_sizes(self) -> dict[str, tuple[int, int]]:
+        """(height, width) of each camera inside the tiled image, in tiling order."""
+        keys = self.ordered_camera_keys
+        return dict(zip(keys, tile_sizes(self.camera_layout, self.image_size, len(keys)), strict=True))
 
     @property
     def latent_grid(self) -> tuple[int, int]:
@@ -280,37 +287,23 @@ class FastWAMConfig(PreTrainedConfig):
                     f"camera_keys {missing} are not among the input cameras {sorted(self.image_features)}. "
                     "Fix `--policy.camera_keys`, or map the camera names with `--rename_map`."
                 )
-        target_h, target_w = self.camera_image_size
-        for key in self.ordered_camera_keys:
+        for key, (target_h, target_w) in self.camera_tile_sizes.items():
             shape = tuple(self.image_features[key].shape)
             if len(shape) != 3 or shape[0] != 3:
                 raise ValueError(f"Camera `{key}` must have shape (3, H, W), got {shape}.")
-            check_camera_aspect(key, shape[1], shape[2], target_h, target_w, len(self.ordered_camera_keys))
+            check_camera_aspect(key, shape[1], shape[2], target_h, target_w, self.camera_layout)
 
 
-def check_camera_aspect(key: str, height: int, width: int, target_h: int, target_w: int, n_cams: int) -> None:
+def check_camera_aspect(key: str, height: int, width: int, target_h: int, target_w: int, layout: str) -> None:
     """A camera may be resized but never stretched: its aspect ratio must match its tile."""
     if height * target_w == width * target_h:
         return
-    suggestion = _suggest_image_size(height, width, n_cams)
     raise ValueError(
         f"Camera `{key}` is {height}x{width} (aspect {width / height:.3f}) but Fast-WAM tiles it into "
-        f"{target_h}x{target_w} (aspect {target_w / target_h:.3f}); resizing would stretch it. "
-        f"Set `--policy.image_size` so each of the {n_cams} camera tile(s) keeps the camera aspect"
-        + (f", e.g. --policy.image_size='[{suggestion[0]},{suggestion[1]}]'" if suggestion else "")
-        + ", or crop the camera to the trained layout."
+        f"{target_h}x{target_w} (aspect {target_w / target_h:.3f}, camera_layout={layout!r}); resizing would "
+        "stretch it. Set `--policy.image_size` (and `--policy.camera_layout`) so every camera tile keeps its "
+        "camera's aspect ratio, or crop the camera to the trained layout."
     )
-
-
-def _suggest_image_size(height: int, width: int, n_cams: int) -> tuple[int, int] | None:
-    unit = VAE_SPATIAL_COMPRESSION * PATCH_SIZE[1]
-    candidates = []
-    for h in range(unit, 8 * unit + 1, unit):
-        tile_w = h * width / height
-        total_w = tile_w * n_cams
-        if tile_w.is_integer() and total_w % unit == 0 and math.isclose(tile_w / h, width / height):
-            candidates.append((abs(h * total_w - 224 * 448), (h, int(total_w))))
-    return min(candidates)[1] if candidates else None
 
 
 def default_features(action_dim: int, state_dim: int | None, image_size: tuple[int, int], cameras: int = 1):

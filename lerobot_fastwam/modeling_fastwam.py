@@ -18,6 +18,7 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from .attention import resolve_backend
+from .camera_layout import tile
 from .checkpoint_conversion import action_expert_from_video, is_wan_layout, wan_layout_to_plugin
 from .configuration_fastwam import FastWAMConfig
 from .frozen_encoders import LatentEncoder, PromptEncoder, _load_or_explain
@@ -199,7 +200,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         return torch.autocast(device_type, dtype=cfg_dtype, enabled=cfg_dtype != torch.float32)
 
     def _frames(self, batch: dict[str, Any], num_frames: int | None) -> Tensor:
-        """Tile the cameras side by side -> ``[B, 3, T, H, W]`` in [0, 1]. ``num_frames=None``: current frame."""
+        """Tile the cameras (``camera_layout``) -> ``[B, 3, T, H, W]`` in [0, 1]. ``num_frames=None``: current frame."""
         cfg = self.config
         keys = cfg.ordered_camera_keys
         absent = [k for k in keys if k not in batch]
@@ -209,9 +210,8 @@ class FastWAMPolicy(PreTrainedPolicy):
                 f"Fast-WAM expects cameras {keys} but the batch lacks {absent} (it has {present}). "
                 "Map camera names with `--rename_map='{\"observation.images.yours\": \"observation.images.ours\"}'`."
             )
-        tile_h, tile_w = cfg.camera_image_size
         tiles = []
-        for key in keys:
+        for key, (tile_h, tile_w) in cfg.camera_tile_sizes.items():
             image = batch[key]
             if num_frames is None:
                 if image.ndim == 5:  # [B, T, 3, H, W]: keep the current (first) frame
@@ -229,7 +229,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             if image.shape[2] != 3:
                 raise ValueError(f"Camera `{key}` must have 3 channels, got shape {tuple(image.shape[2:])}.")
             if tuple(image.shape[-2:]) != (tile_h, tile_w):  # pipelines without our resize step (built-in's)
-                image = resize_camera(image, key, tile_h, tile_w, len(keys))
+                image = resize_camera(image, key, tile_h, tile_w, cfg.camera_layout)
             _check_finite(image, key)
             low, high = torch.aminmax(image.detach())
             if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:
@@ -238,7 +238,7 @@ class FastWAMPolicy(PreTrainedPolicy):
                     "float images in [0, 1] (LeRobot's convention). Divide uint8 images by 255."
                 )
             tiles.append(image)
-        return torch.cat(tiles, dim=-1).transpose(1, 2)
+        return tile(cfg.camera_layout, tiles).transpose(1, 2)
 
     def _latents(self, batch: dict[str, Any], num_frames: int | None) -> Tensor:
         if LATENTS_KEY in batch:

@@ -28,10 +28,10 @@ from .configuration_fastwam import FastWAMConfig, check_camera_aspect
 logger = logging.getLogger(__name__)
 
 
-def resize_camera(image: torch.Tensor, key: str, height: int, width: int, n_cams: int) -> torch.Tensor:
+def resize_camera(image: torch.Tensor, key: str, height: int, width: int, layout: str) -> torch.Tensor:
     """Resize ``[..., 3, H, W]`` frames to their tile, refusing an aspect-ratio change (it would stretch)."""
     src_h, src_w = image.shape[-2:]
-    check_camera_aspect(key, src_h, src_w, height, width, n_cams)
+    check_camera_aspect(key, src_h, src_w, height, width, layout)
     if key not in _RESIZE_LOGGED:
         logger.info("Fast-WAM: resizing camera %s from %dx%d to %dx%d.", key, src_h, src_w, height, width)
         _RESIZE_LOGGED.add(key)
@@ -52,19 +52,21 @@ class FastWAMCameraResizeStep(ObservationProcessorStep):
 
     Args:
         camera_sizes: camera key -> [height, width] of its tile.
+        layout: the camera layout (for error messages).
     """
 
     camera_sizes: dict[str, list[int]] = field(default_factory=dict)
+    layout: str = "side_by_side"
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         for key, (height, width) in self.camera_sizes.items():
             image = observation.get(key)
             if isinstance(image, torch.Tensor) and tuple(image.shape[-2:]) != (height, width):
-                observation[key] = resize_camera(image, key, height, width, len(self.camera_sizes))
+                observation[key] = resize_camera(image, key, height, width, self.layout)
         return observation
 
     def get_config(self) -> dict[str, Any]:
-        return {"camera_sizes": {k: list(v) for k, v in self.camera_sizes.items()}}
+        return {"camera_sizes": {k: list(v) for k, v in self.camera_sizes.items()}, "layout": self.layout}
 
     def transform_features(
         self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
@@ -84,8 +86,8 @@ def make_fastwam_pre_post_processors(
 ]:
     # Images are not normalised: the VAE boundary maps [0, 1] to [-1, 1] itself.
     steps = make_default_policy_processor_steps(config, dataset_stats)
-    tile = list(config.camera_image_size)
-    resize = FastWAMCameraResizeStep(camera_sizes={key: tile for key in config.ordered_camera_keys})
+    sizes = {key: list(size) for key, size in config.camera_tile_sizes.items()}
+    resize = FastWAMCameraResizeStep(camera_sizes=sizes, layout=config.camera_layout)
     return make_policy_processor_pipelines(
         input_steps=[steps.rename_observations, steps.add_batch_dim, steps.to_device, resize, steps.normalize],
         output_steps=[steps.unnormalize, steps.to_cpu],

@@ -29,9 +29,8 @@ def make_policy(seed=0, **kwargs) -> FastWAMPolicy:
 def observation(config: FastWAMConfig, batch_size=2, seed=0, frames=None, tasks=None) -> dict:
     """A preprocessed batch: cameras in [0, 1] at their tile size, state, task strings."""
     g = torch.Generator().manual_seed(seed)
-    h, w = config.camera_image_size
     lead = (batch_size,) if frames is None else (batch_size, frames)
-    batch = {key: torch.rand(*lead, 3, h, w, generator=g) for key in config.ordered_camera_keys}
+    batch = {key: torch.rand(*lead, 3, h, w, generator=g) for key, (h, w) in config.camera_tile_sizes.items()}
     if config.state_dim is not None:
         batch["observation.state"] = torch.randn(*lead, config.state_dim, generator=g)
     batch["task"] = tasks or [f"task {i % 2}" for i in range(batch_size)]

@@ -139,3 +139,31 @@ def test_untranslatable_builtin_config_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="classifier-free guidance"):
         PreTrainedConfig.from_pretrained(tmp_path)
+
+
+def test_robotwin_checkpoint_converts_with_the_top_and_wrists_layout(tmp_path, builtin_frozen_encoders):
+    from lerobot.configs import NormalizationMode
+
+    from lerobot_fastwam.cli import main
+
+    builtin = build_builtin_policy(14, 14, (96, 96), 1, seed=5, **TINY).eval()  # built from one tiled image
+    builtin_frozen_encoders["builtin"] = builtin
+    torch.save(official_payload(builtin), tmp_path / "official.pt")
+    field = {f"global_{s}": [0.5] * 14 for s in ("min", "max", "mean")} | {"global_std": [2.0] * 14}
+    (tmp_path / "stats.json").write_text(json.dumps({"action": {"default": field}, "state": {"default": field}}))
+    out = tmp_path / "robotwin"
+    main(["convert", str(tmp_path / "official.pt"), "--dataset-stats", str(tmp_path / "stats.json"),
+          "--output", str(out), "--benchmark", "robotwin", "--image-size", "96", "96", "--num-heads", "2",
+          "--text-max-length", "16", "--dtype", "float32"])
+
+    plugin = FastWAMPolicy.from_pretrained(out)
+    cfg = plugin.config
+    assert cfg.camera_layout == "top_and_wrists" and cfg.n_action_steps == 24
+    assert cfg.normalization_mapping["ACTION"] == NormalizationMode.MEAN_STD
+    assert list(cfg.camera_tile_sizes.values()) == [(64, 96), (32, 48), (32, 48)]
+    batch = observation(cfg, batch_size=1, seed=2, tasks=["stack bowls"])
+    tiled = plugin._frames(batch, None)[:, :, 0]  # top camera above the two wrist cameras
+    expected = builtin.predict_action_chunk(
+        {"input_image": tiled, "observation.state": batch["observation.state"], "task": batch["task"]}
+    )
+    torch.testing.assert_close(plugin.predict_action_chunk(batch), expected, rtol=0, atol=1e-4)

@@ -57,3 +57,29 @@ def test_compiled_action_step_gives_the_eager_chunk():
     batch = observation(eager.config, batch_size=2, seed=9)
     expected = eager.predict_action_chunk(batch)
     torch.testing.assert_close(compiled.predict_action_chunk(batch), expected, rtol=1e-4, atol=1e-5)
+
+
+@torch.no_grad()
+def test_robotwin_layout_tiles_top_above_wrists():
+    from lerobot.configs import FeatureType, PolicyFeature
+
+    from lerobot_fastwam.configuration_fastwam import FastWAMConfig
+
+    inputs = {
+        "observation.images.top": PolicyFeature(FeatureType.VISUAL, (3, 64, 96)),
+        "observation.images.left": PolicyFeature(FeatureType.VISUAL, (3, 32, 48)),
+        "observation.images.right": PolicyFeature(FeatureType.VISUAL, (3, 32, 48)),
+    }
+    outputs = {"action": PolicyFeature(FeatureType.ACTION, (14,))}
+    config = FastWAMConfig(preset="tiny", image_size=(96, 96), camera_layout="top_and_wrists", device="cpu",
+                           camera_keys=list(inputs), input_features=inputs, output_features=outputs)
+    from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
+
+    policy = FastWAMPolicy(config)
+    batch = observation(config, batch_size=2)
+    frames = policy._frames(batch, None)  # [B, 3, 1, 96, 96]
+    assert frames.shape == (2, 3, 1, 96, 96)
+    torch.testing.assert_close(frames[:, :, 0, :64, :], batch["observation.images.top"])
+    torch.testing.assert_close(frames[:, :, 0, 64:, :48], batch["observation.images.left"])
+    torch.testing.assert_close(frames[:, :, 0, 64:, 48:], batch["observation.images.right"])
+    assert policy.predict_action_chunk(batch).shape == (2, 32, 14)

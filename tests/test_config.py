@@ -33,5 +33,25 @@ def test_unknown_preset_and_bad_layouts_are_rejected():
 
 def test_two_cameras_share_the_width():
     cfg = make_config(cameras=2)
-    assert cfg.camera_image_size == (32, 32)
-    assert cfg.ordered_camera_keys == ["observation.images.cam0", "observation.images.cam1"]
+    assert cfg.camera_tile_sizes == {"observation.images.cam0": (32, 32), "observation.images.cam1": (32, 32)}
+
+
+def test_robotwin_layout_puts_the_top_camera_above_two_wrists():
+    from lerobot.configs import FeatureType, PolicyFeature
+
+    inputs = {
+        "observation.images.cam_high": PolicyFeature(FeatureType.VISUAL, (3, 480, 600)),
+        "observation.images.left_wrist": PolicyFeature(FeatureType.VISUAL, (3, 240, 600)),
+        "observation.images.right_wrist": PolicyFeature(FeatureType.VISUAL, (3, 240, 300)),
+    }
+    cfg = make_config(camera_layout="top_and_wrists", image_size=(384, 320), cameras=1)
+    cfg.input_features = {**inputs, "observation.state": cfg.input_features["observation.state"]}
+    cfg.camera_keys = list(inputs)
+    assert list(cfg.camera_tile_sizes.values()) == [(256, 320), (128, 160), (128, 160)]
+    with pytest.raises(ValueError, match="left_wrist.*top_and_wrists.*stretch"):
+        cfg.validate_features()  # 240x600 is 2.5:1, its tile is 1.25:1
+    cfg.input_features["observation.images.left_wrist"] = PolicyFeature(FeatureType.VISUAL, (3, 480, 600))
+    cfg.input_features["observation.images.cam_high"] = PolicyFeature(FeatureType.VISUAL, (3, 512, 640))
+    cfg.validate_features()
+    with pytest.raises(ValueError, match="needs 3 cameras"):
+        make_config(camera_layout="top_and_wrists", image_size=(384, 320), cameras=2).camera_tile_sizes
