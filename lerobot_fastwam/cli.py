@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-
 # The official benchmarks' data layouts (configs/data/libero_2cam.yaml, robotwin.yaml); explicit flags win.
 CONVERSION_DEFAULTS = {
     "libero": {
@@ -44,6 +43,7 @@ def convert(args: argparse.Namespace) -> Path:
     from lerobot.utils.constants import ACTION, OBS_STATE
     from safetensors.torch import save_file
 
+    from .camera_layout import tile_sizes
     from .checkpoint_conversion import (
         OFFICIAL_NORM_MODES,
         architecture_from_weights,
@@ -51,7 +51,6 @@ def convert(args: argparse.Namespace) -> Path:
         read_official_checkpoint,
         wan_layout_to_plugin,
     )
-    from .camera_layout import tile_sizes
     from .configuration_fastwam import FastWAMConfig
     from .processor_fastwam import make_fastwam_pre_post_processors
 

@@ -7,7 +7,6 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
