@@ -50,7 +50,7 @@ def random_wan_vae(base_dim: int = 4, z_dim: int = LATENT_CHANNELS) -> Autoencod
         temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
         in_channels=12, out_channels=12, scale_factor_temporal=4, scale_factor_spatial=16,
         latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
-    )
+    ).eval()
 
 
 def random_umt5_encoder(text_dim: int, num_layers: int, vocab_size: int) -> UMT5EncoderModel:
@@ -59,7 +59,9 @@ def random_umt5_encoder(text_dim: int, num_layers: int, vocab_size: int) -> UMT5
         vocab_size=vocab_size, d_model=text_dim, d_kv=max(text_dim // 4, 8), d_ff=2 * text_dim,
         num_layers=num_layers, num_heads=4, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
     )
-    return UMT5EncoderModel(config)
+    # eval(), as `from_pretrained` returns it: the built-in never switches its unregistered frozen encoders
+    # to eval mode itself, so a train-mode stand-in would run umT5's dropout at inference.
+    return UMT5EncoderModel(config).eval()
 
 
 def offline_wan_tokenizer(seq_len: int) -> WanTokenizer:

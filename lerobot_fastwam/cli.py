@@ -1,16 +1,21 @@
 """``lerobot-fastwam``: command-line tools around the policy.
 
     lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
+    lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 import torch
+from lerobot.configs.default import DatasetConfig
+
+from .configuration_fastwam import FastWAMConfig
 
 # The official benchmarks' data layouts (configs/data/libero_2cam.yaml, robotwin.yaml); explicit flags win.
 CONVERSION_DEFAULTS = {
@@ -51,7 +56,6 @@ def convert(args: argparse.Namespace) -> Path:
         read_official_checkpoint,
         wan_layout_to_plugin,
     )
-    from .configuration_fastwam import FastWAMConfig
     from .processor_fastwam import make_fastwam_pre_post_processors
 
     state = read_official_checkpoint(args.checkpoint)
@@ -101,9 +105,62 @@ def convert(args: argparse.Namespace) -> Path:
     return out
 
 
+@dataclasses.dataclass
+class CacheConfig:
+    """Options of ``lerobot-fastwam cache``: the dataset, and the policy options that shape its inputs (the
+    same ``--policy.*`` options as for ``lerobot-train``, e.g. ``--policy.preset``, ``--policy.image_size``)."""
+
+    dataset: DatasetConfig
+    policy: FastWAMConfig = dataclasses.field(default_factory=FastWAMConfig)
+    shard_size: int = 1024  # windows per safetensors shard (the unit of resumption)
+    batch_size: int = 8
+    num_workers: int = 2
+    max_shards: int | None = None  # stop after this many new shards (resume later)
+
+
+def cache(argv: list[str]) -> Path:
+    """Encode every training window of a dataset with the VAE and every task with umT5, beside the dataset."""
+    import draccus
+    from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
+    from lerobot.datasets.factory import resolve_delta_timestamps
+    from lerobot.utils.feature_utils import dataset_to_policy_features
+
+    from .frozen_encoders import build_latent_encoder, build_prompt_encoder
+    from .latent_cache import build_cache
+    from .modeling_fastwam import tiled_frames
+
+    cfg = draccus.parse(CacheConfig, args=argv)
+    policy = cfg.policy
+    meta = LeRobotDatasetMetadata(cfg.dataset.repo_id, root=cfg.dataset.root, revision=cfg.dataset.revision)
+    features = dataset_to_policy_features(meta.features)
+    policy.output_features = {k: f for k, f in features.items() if k == "action"}
+    policy.input_features = {k: f for k, f in features.items() if k != "action"}
+    policy.validate_features()
+    cameras = set(policy.ordered_camera_keys)
+    delta = {k: v for k, v in (resolve_delta_timestamps(policy, meta) or {}).items() if k in cameras}
+    dataset = LeRobotDataset(
+        cfg.dataset.repo_id, root=cfg.dataset.root, revision=cfg.dataset.revision, delta_timestamps=delta,
+        video_backend=cfg.dataset.video_backend,
+    )
+    device = policy.device or "cpu"
+    return build_cache(
+        policy, dataset, build_latent_encoder(policy).to(device), build_prompt_encoder(policy).to(device),
+        lambda batch, n: tiled_frames(batch, policy, n), shard_size=cfg.shard_size, batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers, max_shards=cfg.max_shards,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cache"]:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        print(f"Wrote {cache(argv[1:])}")
+        return
     parser = argparse.ArgumentParser(prog="lerobot-fastwam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("cache", help="encode a dataset's training windows and tasks once (options: --help after it)")
     c = sub.add_parser("convert", help="official .pt checkpoint -> plugin checkpoint directory")
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
     c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")

@@ -138,6 +138,7 @@ class FastWAMConfig(PreTrainedConfig):
     gradient_checkpointing: bool = False
     freeze_video_expert: bool = False
     compile_action_step: bool = False  # torch.compile the cached action-denoising step (first call compiles)
+    use_latent_cache: bool = True  # train from `lerobot-fastwam cache` output when the dataset has a matching one
 
     # Frozen components
     use_pretrained_wan: bool | None = None  # False: small random VAE / text encoder, saved in the checkpoint

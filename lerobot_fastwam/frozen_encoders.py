@@ -1,12 +1,13 @@
 """The frozen encoders around the DiT: the Wan2.2 VAE for frames and the umT5 encoder for the instruction.
 
 Both load from a Wan2.2 Diffusers repository (``vae/``, ``text_encoder/``, ``tokenizer/``). Without one
-(``use_pretrained_wan=False``) they are small random models, for tests and offline demos; those are saved in
-the policy checkpoint so a reload gives the same encoders.
+(``use_pretrained_wan=False``) they are small random models for tests and offline demos, drawn from a fixed
+seed so that every process builds the same ones. Neither kind is ever stored in a policy checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import string
 from collections import OrderedDict
@@ -43,6 +44,45 @@ def _load_or_explain(loader, model_id: str, subfolder: str, **kwargs):
         ) from exc
 
 
+@contextlib.contextmanager
+def _fixed_seed(seed: int = 0):
+    """Random frozen encoders are a function of their config: same weights in every process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def build_latent_encoder(config) -> LatentEncoder:
+    """The config's VAE: Wan2.2's from ``pretrained_model_id``, or the small random one."""
+    if config.use_pretrained_wan:
+        return LatentEncoder.pretrained(config.pretrained_model_id, _compute_dtype(config))
+    return LatentEncoder.random(config.random_vae_base_dim, config.latent_channels)
+
+
+def build_prompt_encoder(config) -> PromptEncoder:
+    """The config's umT5 prompt encoder: Wan2.2's from ``pretrained_model_id``, or the small random one."""
+    if config.use_pretrained_wan:
+        encoder = PromptEncoder.pretrained(
+            config.pretrained_model_id, _compute_dtype(config), config.text_max_length, config.prompt_template,
+            config.text_cache_size,
+        )
+    else:
+        encoder = PromptEncoder.random(
+            config.text_dim, config.random_text_encoder_layers, config.text_max_length, config.prompt_template,
+            config.text_cache_size,
+        )
+    if encoder.text_dim != config.text_dim:
+        raise ValueError(
+            f"The text encoder outputs {encoder.text_dim} channels but text_dim is {config.text_dim}; "
+            f"set --policy.text_dim={encoder.text_dim}."
+        )
+    return encoder
+
+
+def _compute_dtype(config) -> torch.dtype:
+    return getattr(torch, config.dtype)
+
+
 class LatentEncoder(nn.Module):
     """Frames in [0, 1] -> normalised Wan2.2 latents (posterior mode, per-channel mean/std)."""
 
@@ -59,13 +99,14 @@ class LatentEncoder(nn.Module):
 
     @classmethod
     def random(cls, base_dim: int, z_dim: int) -> LatentEncoder:
-        """Wan2.2 VAE layout (16x spatial, 4x temporal, residual, patch 2) at a small width."""
-        vae = AutoencoderKLWan(
-            base_dim=base_dim, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-            temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
-            in_channels=12, out_channels=12, scale_factor_temporal=4, scale_factor_spatial=16,
-            latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
-        )
+        """Wan2.2 VAE layout (16x spatial, 4x temporal, residual, patch 2) at a small width, fixed seed."""
+        with _fixed_seed():
+            vae = AutoencoderKLWan(
+                base_dim=base_dim, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
+                in_channels=12, out_channels=12, scale_factor_temporal=4, scale_factor_spatial=16,
+                latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
+            )
         return cls(vae)
 
     @torch.no_grad()
@@ -114,7 +155,9 @@ class PromptEncoder(nn.Module):
             vocab_size=len(tokenizer), d_model=text_dim, d_kv=max(text_dim // 4, 8), d_ff=2 * text_dim,
             num_layers=num_layers, num_heads=4, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
         )
-        return cls(tokenizer, UMT5EncoderModel(config), max_length, template, cache_size)
+        with _fixed_seed():
+            encoder = UMT5EncoderModel(config)
+        return cls(tokenizer, encoder, max_length, template, cache_size)
 
     @property
     def text_dim(self) -> int:

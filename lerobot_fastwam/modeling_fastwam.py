@@ -21,7 +21,14 @@ from .attention import resolve_backend
 from .camera_layout import tile
 from .checkpoint_conversion import action_expert_from_video, is_wan_layout, wan_layout_to_plugin
 from .configuration_fastwam import FastWAMConfig
-from .frozen_encoders import LatentEncoder, PromptEncoder, _load_or_explain
+from .frozen_encoders import (
+    LatentEncoder,
+    PromptEncoder,
+    _load_or_explain,
+    build_latent_encoder,
+    build_prompt_encoder,
+)
+from .latent_cache import LatentCache
 from .model import FastWAM, future_latent_padding
 from .processor_fastwam import resize_camera
 
@@ -62,7 +69,6 @@ class FastWAMPolicy(PreTrainedPolicy):
         config.validate_features()
         self.config = config
         device = config.device or "cpu"
-        compute_dtype = _DTYPES[config.dtype]
 
         self.model = FastWAM(config, config.action_dim, config.state_dim)  # parameters on the meta device
         if config.freeze_video_expert:
@@ -70,27 +76,33 @@ class FastWAMPolicy(PreTrainedPolicy):
         if not self._build_for_checkpoint:
             self._initialize_weights(device)
 
-        if config.use_pretrained_wan:
-            self.latent_encoder = LatentEncoder.pretrained(config.pretrained_model_id, compute_dtype)
-            self.prompt_encoder = PromptEncoder.pretrained(
-                config.pretrained_model_id, compute_dtype, config.text_max_length, config.prompt_template,
-                config.text_cache_size,
-            )
-            # Pretrained frozen encoders are loaded from their repository, never stored in checkpoints.
-            self.register_state_dict_post_hook(_drop_frozen_encoder_keys)
-        else:
-            self.latent_encoder = LatentEncoder.random(config.random_vae_base_dim, config.latent_channels)
-            self.prompt_encoder = PromptEncoder.random(
-                config.text_dim, config.random_text_encoder_layers, config.text_max_length,
-                config.prompt_template, config.text_cache_size,
-            )
-        if self.prompt_encoder.text_dim != config.text_dim:
-            raise ValueError(
-                f"The text encoder outputs {self.prompt_encoder.text_dim} channels but text_dim is "
-                f"{config.text_dim}; set --policy.text_dim={self.prompt_encoder.text_dim}."
-            )
+        # The frozen VAE and umT5 encoder are never part of the checkpoint. They are built now, so that a robot
+        # does not wait for them at its first step, unless training reads a latent cache of the dataset.
+        self.register_state_dict_post_hook(_drop_frozen_encoder_keys)
+        meta = kwargs.get("dataset_meta")
+        self._latent_cache = (
+            LatentCache.find(meta.root, config, meta)
+            if config.use_latent_cache and meta is not None and getattr(meta, "root", None)
+            else None
+        )
+        if self._latent_cache is None:
+            self.latent_encoder, self.prompt_encoder  # noqa: B018 - build them
         self.model.mot.backend = resolve_backend(config.attention_backend, device)
         self.reset()
+
+    @property
+    def latent_encoder(self) -> LatentEncoder:
+        return self._frozen("latent_encoder", build_latent_encoder)
+
+    @property
+    def prompt_encoder(self) -> PromptEncoder:
+        return self._frozen("prompt_encoder", build_prompt_encoder)
+
+    def _frozen(self, name: str, build) -> nn.Module:
+        if name not in self._modules:
+            encoder = build(self.config).to(self.config.device or "cpu")
+            self._modules[name] = encoder  # add_module would probe this property again
+        return self._modules[name]
 
     # ------------------------------------------------------------------------------------------------
     # Construction and checkpoints
@@ -160,27 +172,16 @@ class FastWAMPolicy(PreTrainedPolicy):
             state_dict = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
         if is_wan_layout(list(state_dict)):  # saved by LeRobot's built-in fastwam
             state_dict = wan_layout_to_plugin(state_dict)
-        expected = model.state_dict()
-        # safetensors stores a tied tensor (e.g. umT5's shared/embed_tokens) once: restore its other names.
-        tied: dict[int, list[str]] = {}
-        for key, value in expected.items():
-            if not value.is_meta:
-                tied.setdefault(value.data_ptr(), []).append(key)
-        for names in tied.values():
-            present = [k for k in names if k in state_dict]
-            for key in names if len(names) > 1 and present else []:
-                state_dict.setdefault(key, state_dict[present[0]])
         # A loaded policy runs inference in the compute dtype; get_optim_params restores fp32 masters when
         # it is fine-tuned. Frozen encoders keep the dtype they were built with. CPU tensors from safe_open
         # are views of the memory-mapped file: each is copied (or converted) once, so the parameters own their
         # memory and the file may be overwritten later, and the peak stays at one copy of the weights.
         compute = _DTYPES[model.config.dtype]
         for key, value in list(state_dict.items()):
-            target = compute if key.startswith("model.") else expected.get(key, value).dtype
+            target = compute if key.startswith("model.") else value.dtype
             if value.is_floating_point() and (value.dtype != target or value.device.type == "cpu"):
                 state_dict[key] = value.to(target, copy=True)
         cls._assign(model, state_dict, model_file)
-        model.prompt_encoder.encoder.tie_weights()  # assign=True loads tied tensors as separate parameters
         return model
 
     def get_optim_params(self) -> list[nn.Parameter]:
@@ -188,6 +189,16 @@ class FastWAMPolicy(PreTrainedPolicy):
         masters (mixed precision), also for a policy that was loaded in bf16 for inference."""
         self._promote_trainable_to_fp32()
         return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _get_default_peft_targets(self) -> dict[str, Any]:
+        """Defaults for ``lerobot-train --policy.path=... --peft.method_type=LORA``: LoRA on every linear layer
+        of both experts' blocks (self-attention, cross-attention, FFN); the small robot-specific projections
+        (state token, action in/out: input width ~7, below any useful rank) are trained in full."""
+        block_linears = r"attn[12]\.(to_q|to_k|to_v|to_out\.0)|ffn\.net\.(0\.proj|2)"
+        return {
+            "target_modules": rf"model\.mot\.(video|action)\.blocks\.\d+\.({block_linears})",
+            "modules_to_save": ["model.state_encoder", "model.mot.action.action_in", "model.mot.action.action_out"],
+        }
 
     def reset(self) -> None:
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
@@ -200,50 +211,15 @@ class FastWAMPolicy(PreTrainedPolicy):
         return torch.autocast(device_type, dtype=cfg_dtype, enabled=cfg_dtype != torch.float32)
 
     def _frames(self, batch: dict[str, Any], num_frames: int | None) -> Tensor:
-        """Tile the cameras (``camera_layout``) -> ``[B, 3, T, H, W]`` in [0, 1]. ``num_frames=None``: current frame."""
-        cfg = self.config
-        keys = cfg.ordered_camera_keys
-        absent = [k for k in keys if k not in batch]
-        if absent:
-            present = sorted(k for k in batch if k.startswith("observation.images.") and not k.endswith("_is_pad"))
-            raise ValueError(
-                f"Fast-WAM expects cameras {keys} but the batch lacks {absent} (it has {present}). "
-                "Map camera names with `--rename_map='{\"observation.images.yours\": \"observation.images.ours\"}'`."
-            )
-        tiles = []
-        for key, (tile_h, tile_w) in cfg.camera_tile_sizes.items():
-            image = batch[key]
-            if num_frames is None:
-                if image.ndim == 5:  # [B, T, 3, H, W]: keep the current (first) frame
-                    image = image[:, 0]
-                image = image.unsqueeze(1)
-            elif image.ndim != 5 or image.shape[1] < num_frames:
-                got = image.shape[1] if image.ndim == 5 else 1
-                raise ValueError(
-                    f"Training needs {num_frames} frames of `{key}` per sample (the current frame and the "
-                    f"future ones, every {cfg.video_frame_stride} dataset frames), got {got}. Load the dataset "
-                    "with the policy's `observation_delta_indices` (lerobot-train does this)."
-                )
-            else:
-                image = image[:, :num_frames]
-            if image.shape[2] != 3:
-                raise ValueError(f"Camera `{key}` must have 3 channels, got shape {tuple(image.shape[2:])}.")
-            if tuple(image.shape[-2:]) != (tile_h, tile_w):  # pipelines without our resize step (built-in's)
-                image = resize_camera(image, key, tile_h, tile_w, cfg.camera_layout)
-            _check_finite(image, key)
-            low, high = torch.aminmax(image.detach())
-            if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:
-                raise ValueError(
-                    f"Camera `{key}` has values in [{low.item():.3g}, {high.item():.3g}]; Fast-WAM expects "
-                    "float images in [0, 1] (LeRobot's convention). Divide uint8 images by 255."
-                )
-            tiles.append(image)
-        return tile(cfg.camera_layout, tiles).transpose(1, 2)
+        return tiled_frames(batch, self.config, num_frames)
 
     def _latents(self, batch: dict[str, Any], num_frames: int | None) -> Tensor:
         if LATENTS_KEY in batch:
             latents = batch[LATENTS_KEY].float()
             return latents if num_frames is not None else latents[:, :, :1]
+        if self._latent_cache is not None and num_frames is not None and "index" in batch:
+            device = batch["index"].device
+            return self._latent_cache.latents(batch["index"]).to(device, non_blocking=True).float()
         return self.latent_encoder(self._frames(batch, num_frames))
 
     def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
@@ -259,6 +235,9 @@ class FastWAMPolicy(PreTrainedPolicy):
         tasks = [task] * batch_size if isinstance(task, str) else list(task)
         if len(tasks) != batch_size:
             raise ValueError(f"Got {len(tasks)} task strings for a batch of {batch_size}.")
+        if self._latent_cache is not None and self.training:
+            device = next(self.model.parameters()).device
+            return self._latent_cache.text_context(tasks).to(device, non_blocking=True)
         return self.prompt_encoder(tasks)
 
     def _state(self, batch: dict[str, Any]) -> Tensor | None:
@@ -340,6 +319,48 @@ class FastWAMPolicy(PreTrainedPolicy):
             chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))
         return self._action_queue.popleft()
+
+
+def tiled_frames(batch: dict[str, Any], config: FastWAMConfig, num_frames: int | None) -> Tensor:
+    """Tile the cameras (``camera_layout``) -> ``[B, 3, T, H, W]`` in [0, 1]. ``num_frames=None``: current frame."""
+    cfg = config
+    keys = cfg.ordered_camera_keys
+    absent = [k for k in keys if k not in batch]
+    if absent:
+        present = sorted(k for k in batch if k.startswith("observation.images.") and not k.endswith("_is_pad"))
+        raise ValueError(
+            f"Fast-WAM expects cameras {keys} but the batch lacks {absent} (it has {present}). "
+            "Map camera names with `--rename_map='{\"observation.images.yours\": \"observation.images.ours\"}'`."
+        )
+    tiles = []
+    for key, (tile_h, tile_w) in cfg.camera_tile_sizes.items():
+        image = batch[key]
+        if num_frames is None:
+            if image.ndim == 5:  # [B, T, 3, H, W]: keep the current (first) frame
+                image = image[:, 0]
+            image = image.unsqueeze(1)
+        elif image.ndim != 5 or image.shape[1] < num_frames:
+            got = image.shape[1] if image.ndim == 5 else 1
+            raise ValueError(
+                f"Training needs {num_frames} frames of `{key}` per sample (the current frame and the "
+                f"future ones, every {cfg.video_frame_stride} dataset frames), got {got}. Load the dataset "
+                "with the policy's `observation_delta_indices` (lerobot-train does this)."
+            )
+        else:
+            image = image[:, :num_frames]
+        if image.shape[2] != 3:
+            raise ValueError(f"Camera `{key}` must have 3 channels, got shape {tuple(image.shape[2:])}.")
+        if tuple(image.shape[-2:]) != (tile_h, tile_w):  # pipelines without our resize step (built-in's)
+            image = resize_camera(image, key, tile_h, tile_w, cfg.camera_layout)
+        _check_finite(image, key)
+        low, high = torch.aminmax(image.detach())
+        if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:
+            raise ValueError(
+                f"Camera `{key}` has values in [{low.item():.3g}, {high.item():.3g}]; Fast-WAM expects "
+                "float images in [0, 1] (LeRobot's convention). Divide uint8 images by 255."
+            )
+        tiles.append(image)
+    return tile(cfg.camera_layout, tiles).transpose(1, 2)
 
 
 def _head(names: list[str], limit: int = 12) -> str:

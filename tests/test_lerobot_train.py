@@ -118,10 +118,9 @@ def test_train_writes_plugin_checkpoints(train_run):
     assert resize == {"observation.images.front": [32, 32], "observation.images.wrist": [32, 32]}
 
     weights = load_file(str(model_dir / "model.safetensors"))
-    assert any(key.startswith("model.") for key in weights)
-    # The tiny preset's random frozen encoders travel inside the checkpoint (nothing to download on reload).
-    assert any(key.startswith("latent_encoder.") for key in weights)
-    assert any(key.startswith("prompt_encoder.") for key in weights)
+    # Only the trained network: the frozen VAE / umT5 (here the tiny preset's fixed-seed random ones) are
+    # rebuilt on load, never stored.
+    assert weights and all(key.startswith("model.") for key in weights)
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
 
 
@@ -156,7 +155,4 @@ def test_resume_continues_to_step_6(train_run):
     before = load_file(str(checkpoints / "000004" / "pretrained_model" / "model.safetensors"))
     after = load_file(str(checkpoints / "000006" / "pretrained_model" / "model.safetensors"))
     assert before.keys() == after.keys()
-    trained = [k for k in before if k.startswith("model.")]
-    assert any(not torch.equal(before[k], after[k]) for k in trained), "resumed training changed no weight"
-    frozen = [k for k in before if k.startswith(("latent_encoder.", "prompt_encoder."))]
-    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen), "frozen encoders changed"
+    assert any(not torch.equal(before[k], after[k]) for k in before), "resumed training changed no weight"
