@@ -156,9 +156,8 @@ class FastWAM(nn.Module):
         video, _ = self._video_stream(
             first_frame_latents, first_frame_latents.new_zeros(batch, 1), context
         )
-        cache = self.mot.prefill_first_frame(video, num_actions=horizon)
         action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
-        self.mot.cache_action_context(cache, action_context)
+        cache = self.mot.prefill_first_frame(video, action_context, num_actions=horizon)
         rope = self.action.rope(horizon)
 
         levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)

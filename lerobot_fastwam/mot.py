@@ -192,8 +192,11 @@ class MixtureOfTransformers(nn.Module):
         return xv, xa
 
     @torch.no_grad()
-    def prefill_first_frame(self, video: ExpertStream, num_actions: int) -> FirstFrameCache:
-        """Run the video expert over the clean first frame once and keep each layer's keys/values.
+    def prefill_first_frame(
+        self, video: ExpertStream, action_context: torch.Tensor, num_actions: int
+    ) -> FirstFrameCache:
+        """Run the video expert over the clean first frame once and keep each layer's keys/values, and compute
+        the action expert's cross-attention keys/values over ``action_context`` (its projected context).
 
         The first frame attends only to itself, so these keys/values are exactly those of training. The last
         layer's cross-attention and FFN are skipped: nothing reads their output.
@@ -213,12 +216,8 @@ class MixtureOfTransformers(nn.Module):
             if index < self.num_layers - 1:
                 out = attend(q, k, v, self.backend).type_as(x)
                 x = finish_block(block, x, out, mod, cross_attention_kv(block, video.context), self.backend)
-        return FirstFrameCache(n0, keys, values, context_kv=[])
-
-    @torch.no_grad()
-    def cache_action_context(self, cache: FirstFrameCache, context: torch.Tensor) -> None:
-        """Compute the action expert's cross-attention K/V over the context once per chunk."""
-        cache.context_kv = [cross_attention_kv(block, context) for block in self.action.blocks]
+        context_kv = [cross_attention_kv(block, action_context) for block in self.action.blocks]
+        return FirstFrameCache(n0, keys, values, context_kv)
 
     @torch.no_grad()
     def action_modulations(self, step_inputs: torch.Tensor) -> torch.Tensor:
