@@ -167,3 +167,33 @@ def test_robotwin_checkpoint_converts_with_the_top_and_wrists_layout(tmp_path, b
         {"input_image": tiled, "observation.state": batch["observation.state"], "task": batch["task"]}
     )
     torch.testing.assert_close(plugin.predict_action_chunk(batch), expected, rtol=0, atol=1e-4)
+
+
+def test_lerobot_train_fine_tunes_a_builtin_checkpoint(tmp_path):
+    """`lerobot-train --policy.path=<built-in checkpoint>`: config translated, weights mapped, the built-in's
+    own processors used (the policy resizes cameras itself), a plugin checkpoint written."""
+    from lerobot.datasets import LeRobotDatasetMetadata
+    from lerobot.policies.fastwam.processor_fastwam import make_fastwam_pre_post_processors as builtin_processors
+
+    from .dataset_utils import make_dataset
+    from .test_lerobot_train import logged_steps, run_train
+
+    make_dataset(tmp_path / "ds", repo_id="local/ftb", episodes=2, frames=40, cameras=("cam0", "cam1"),
+                 image_hw=(64, 64))
+    meta = LeRobotDatasetMetadata("local/ftb", root=tmp_path / "ds")
+    builtin = build_builtin_policy(6, 6, (32, 64), 2, seed=0, text_max_length=128, **TINY)
+    save_as_builtin(builtin, tmp_path / "builtin")
+    for pipeline in builtin_processors(builtin.config, dataset_stats=meta.stats):
+        pipeline.save_pretrained(tmp_path / "builtin")
+    result = run_train(
+        [f"--policy.path={tmp_path / 'builtin'}", "--policy.device=cpu", "--policy.push_to_hub=false",
+         # the Wan2.2 VAE / umT5 are not available offline: use the tiny preset's random encoders (text_dim 32)
+         "--policy.use_pretrained_wan=false", "--policy.random_vae_base_dim=4", "--policy.random_text_encoder_layers=1",
+         "--dataset.repo_id=local/ftb", f"--dataset.root={tmp_path / 'ds'}", "--dataset.video_backend=pyav",
+         "--steps=2", "--batch_size=2", "--log_freq=1", "--save_freq=2", f"--output_dir={tmp_path / 'out'}",
+         "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false"],
+        cwd=tmp_path,
+    )
+    assert sorted(logged_steps(result)) == [1, 2]
+    saved = json.loads((tmp_path / "out/checkpoints/000002/pretrained_model/config.json").read_text())
+    assert saved["type"] == "fastwam" and "video_dit_config" not in saved and saved["num_layers"] == 2
