@@ -14,6 +14,7 @@ Three entry points:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -38,12 +39,15 @@ def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
 
 # adaLN tensors of one block: (shift, 1 + scale, gate) for attention, then the same for the FFN. Each is
 # [B, G, 1, dim] for G groups of tokens (video: one per latent frame), or [B, 1, dim] for a single group.
-_PLUS_ONE = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0]).view(6, 1)
+@functools.cache
+def _plus_one(device: torch.device) -> torch.Tensor:
+    """Adds the 1 of ``1 + scale`` to the two scale rows of a ``[..., 6, dim]`` table (one copy per device)."""
+    return torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], device=device).view(6, 1)
 
 
 def _modulation(block: nn.Module, block_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Six fp32 adaLN tensors from the block's table and a ``[B, G, 6, dim]`` timestep input."""
-    mod = block.scale_shift_table.unsqueeze(0) + block_input.float() + _PLUS_ONE.to(block_input.device)
+    mod = block.scale_shift_table.unsqueeze(0) + block_input.float() + _plus_one(block_input.device)
     return mod.squeeze(1).unsqueeze(2).unbind(1) if mod.shape[1] == 1 else mod.unsqueeze(3).unbind(2)
 
 
@@ -224,8 +228,7 @@ class MixtureOfTransformers(nn.Module):
         """adaLN tensors of every (step, layer) of a chunk in one go: ``[N, B, 1, 6, dim]`` timestep inputs
         -> ``[N, layers, 6, B, 1, dim]`` fp32 (``_modulation``'s layout), so a step only indexes them."""
         tables = torch.stack([block.scale_shift_table for block in self.action.blocks])  # [L, 1, 6, dim]
-        plus_one = _PLUS_ONE.to(step_inputs.device)
-        mods = tables[None, :, None] + step_inputs.float()[:, None] + plus_one  # [N, L, B, 1, 6, dim]
+        mods = tables[None, :, None] + step_inputs.float()[:, None] + _plus_one(step_inputs.device)  # [N, L, B, 1, 6, dim]
         return mods.permute(0, 1, 4, 2, 3, 5).contiguous()
 
     @torch.no_grad()
