@@ -228,7 +228,8 @@ class MixtureOfTransformers(nn.Module):
         """adaLN tensors of every (step, layer) of a chunk in one go: ``[N, B, 1, 6, dim]`` timestep inputs
         -> ``[N, layers, 6, B, 1, dim]`` fp32 (``_modulation``'s layout), so a step only indexes them."""
         tables = torch.stack([block.scale_shift_table for block in self.action.blocks])  # [L, 1, 6, dim]
-        mods = tables[None, :, None] + step_inputs.float()[:, None] + _plus_one(step_inputs.device)  # [N, L, B, 1, 6, dim]
+        # [N, L, B, 1, 6, dim]
+        mods = tables[None, :, None] + step_inputs.float()[:, None] + _plus_one(step_inputs.device)
         return mods.permute(0, 1, 4, 2, 3, 5).contiguous()
 
     @torch.no_grad()
