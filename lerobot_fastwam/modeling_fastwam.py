@@ -106,9 +106,10 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------------------------------------
     # Construction and checkpoints
-    def _weight_dtype(self, param: Tensor, masters: bool) -> torch.dtype:
-        """Trainable weights keep fp32 master copies for training; all others live in the compute dtype."""
-        return torch.float32 if masters and param.requires_grad else _DTYPES[self.config.dtype]
+    def _training_dtype(self, param: Tensor) -> torch.dtype:
+        """In a policy built for training, trainable weights are fp32 master copies; frozen ones (a frozen
+        video expert) live in the compute dtype."""
+        return torch.float32 if param.requires_grad else _DTYPES[self.config.dtype]
 
     def _promote_trainable_to_fp32(self) -> None:
         for param in self.model.parameters():
@@ -122,7 +123,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         if cfg.use_pretrained_wan:
             from diffusers import WanTransformer3DModel  # noqa: PLC0415
 
-            dtype = self._weight_dtype(next(self.model.video.parameters()), masters=True)
+            dtype = self._training_dtype(next(self.model.video.parameters()))
             video = _load_or_explain(
                 WanTransformer3DModel.from_pretrained, cfg.pretrained_model_id, "transformer", torch_dtype=dtype
             )
@@ -130,12 +131,12 @@ class FastWAMPolicy(PreTrainedPolicy):
             self._assign(self.model.video, video_state, "Wan2.2 transformer/")
             # The action expert starts as a narrowed copy of the video expert (official recipe).
             action_shapes = {k: v.shape for k, v in self.model.action.state_dict().items()}
-            action_dtype = self._weight_dtype(next(self.model.action.parameters()), masters=True)
+            action_dtype = self._training_dtype(next(self.model.action.parameters()))
             initial = action_expert_from_video(video_state, action_shapes)
             self.model.action.load_state_dict(
                 {k: v.to(action_dtype) for k, v in initial.items()}, strict=False, assign=True
             )
-        _materialize_random(self.model, device, lambda p: self._weight_dtype(p, masters=True))
+        _materialize_random(self.model, device, self._training_dtype)
 
     @staticmethod
     def _assign(module: nn.Module, state_dict: dict[str, Tensor], source: str) -> None:
