@@ -97,7 +97,7 @@ class FastWAMConfig(PreTrainedConfig):
             architecture field left unset; explicit values win.
         use_pretrained_wan: load the VAE, umT5 encoder, tokenizer and the video expert's initial weights from
             ``pretrained_model_id`` (a Wan2.2 Diffusers repo id or local dir). False builds small random frozen
-            encoders (tests and demos) that are saved inside the checkpoint.
+            encoders (tests and demos), built from a fixed seed; frozen encoders are never stored in checkpoints.
         attention_backend: "sdpa" (default), "xformers" (when installed), or "auto".
         compile_action_step: compile the per-step action-expert pass with ``torch.compile`` (the first chunk
             pays the compilation, later chunks run the fused kernels; about 0.7x the eager latency on CPU).
@@ -141,7 +141,7 @@ class FastWAMConfig(PreTrainedConfig):
     use_latent_cache: bool = True  # train from `lerobot-fastwam cache` output when the dataset has a matching one
 
     # Frozen components
-    use_pretrained_wan: bool | None = None  # False: small random VAE / text encoder, saved in the checkpoint
+    use_pretrained_wan: bool | None = None  # False: small fixed-seed random VAE / text encoder (tests, demos)
     pretrained_model_id: str = WAN22_TI2V_5B_DIFFUSERS
     text_max_length: int | None = None
     prompt_template: str = (
