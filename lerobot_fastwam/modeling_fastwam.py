@@ -100,8 +100,9 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     def _frozen(self, name: str, build) -> nn.Module:
         if name not in self._modules:
-            encoder = build(self.config).to(self.config.device or "cpu")
-            self._modules[name] = encoder  # add_module would probe this property again
+            param = next(self.model.parameters())  # still on the meta device while a checkpoint is pending
+            device = self.config.device or "cpu" if param.is_meta else param.device
+            self._modules[name] = build(self.config).to(device)  # add_module would probe this property again
         return self._modules[name]
 
     # ------------------------------------------------------------------------------------------------
