@@ -10,7 +10,8 @@ For each config it measures
 - one action chunk: ``predict_action_chunk`` at batch 1 through each policy's cached path (the clean first
   frame is prefilled once, then only the action expert runs each of the 10 denoising steps), median of
   ``--iters`` calls after ``--warmup`` calls;
-- one training step: ``forward`` + ``backward`` + grad-norm clip (1.0, as ``lerobot-train`` does) + AdamW
+- one training step: ``forward`` + ``backward`` + grad-norm clip (1.0, as ``lerobot-train`` does) + each
+  policy's own optimizer preset (AdamW)
   (lr 1e-4, betas (0.9, 0.95), wd 0.01) step, median of ``--train-iters`` steps after ``--train-warmup``;
 
 and the ratio plugin / built-in (below 1: the plugin is faster). On CPU both policies stay in memory and
@@ -223,7 +224,9 @@ class TrainStep:
     def __init__(self, policy, batch: dict):
         self.policy, self.batch = policy, batch
         self.params = list(policy.get_optim_params())
-        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
+        # Each policy's own optimizer preset, as lerobot-train builds it (LeRobot's AdamW for the built-in, the
+        # same update with PyTorch's fused kernel for the plugin).
+        self.optimizer = policy.config.get_optimizer_preset().build(self.params)
         policy.train()  # once, as lerobot-train does; nothing switches it back during the timed steps
 
     def __call__(self) -> None:

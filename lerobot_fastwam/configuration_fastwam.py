@@ -7,13 +7,14 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
 # that our registration below replaces it instead of being replaced by it.
 import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
-from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig
+import torch
+from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from .camera_layout import LAYOUTS, tile_sizes
@@ -77,6 +78,21 @@ PRESETS: dict[str, dict[str, object]] = {
 VAE_SPATIAL_COMPRESSION = 16  # Wan2.2 VAE: 16x16 pixels per latent
 VAE_TEMPORAL_COMPRESSION = 4  # and 4 frames per latent frame after the first
 PATCH_SIZE = (1, 2, 2)  # DiT patch on the latent grid: one token covers 32x32 pixels
+
+
+@OptimizerConfig.register_subclass("fastwam_fused_adamw")
+@dataclass
+class FusedAdamWConfig(AdamWConfig):
+    """LeRobot's AdamW with PyTorch's fused implementation: the same update, one kernel over all parameters
+    instead of a loop over tensors (CUDA and CPU), falling back to the multi-tensor one elsewhere."""
+
+    def build(self, params):
+        kwargs = asdict(self)
+        kwargs.pop("grad_clip_norm")
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+            return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
 @dataclass
@@ -256,8 +272,8 @@ class FastWAMConfig(PreTrainedConfig):
     def reward_delta_indices(self) -> None:
         return None
 
-    def get_optimizer_preset(self) -> AdamWConfig:
-        return AdamWConfig(
+    def get_optimizer_preset(self) -> FusedAdamWConfig:
+        return FusedAdamWConfig(
             lr=self.optimizer_lr,
             betas=self.optimizer_betas,
             weight_decay=self.optimizer_weight_decay,

@@ -107,3 +107,25 @@ def test_a_truncated_instruction_is_reported(caplog):
     with caplog.at_level("WARNING"):
         policy.prompt_encoder(["stack the blocks"])
     assert "is cut to text_max_length=8" in caplog.text
+
+
+def test_optimizer_preset_is_lerobots_adamw_update_in_one_fused_step():
+    from lerobot.optim import AdamWConfig
+
+    from lerobot_fastwam.configuration_fastwam import FusedAdamWConfig
+
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    twins = [w.detach().clone().requires_grad_(True) for w in weights]
+    preset = make_policy().config.get_optimizer_preset()
+    assert isinstance(preset, FusedAdamWConfig) and preset.type == "fastwam_fused_adamw"
+    fused = preset.build(weights)
+    reference = AdamWConfig(lr=preset.lr, betas=preset.betas, weight_decay=preset.weight_decay).build(twins)
+    for _ in range(3):
+        for group in (weights, twins):
+            for w in group:
+                w.grad = torch.ones_like(w) * w.detach().sum()
+        fused.step()
+        reference.step()
+    for w, t in zip(weights, twins, strict=True):
+        torch.testing.assert_close(w, t, rtol=1e-6, atol=1e-7)
