@@ -118,15 +118,19 @@ class FastWAM(nn.Module):
             future_frame_is_pad: ``[B, F - 1]``, True for future latent frames that are only padding.
         """
         cfg = self.config
+        if cfg.video_loss_weight == 0:
+            # "Without video co-training": the future frames cannot reach the actions (the mask), and nothing
+            # scores them, so only the clean first frame is run.
+            latents, future_frame_is_pad = latents[:, :, :1], None
         batch, frames = latents.shape[0], latents.shape[2]
-        s_video = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
         s_action = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
+        noise_action = torch.randn_like(actions)
+        s_video = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
         noise_video = torch.randn_like(latents)
         noisy_video = add_noise(latents, noise_video, s_video)
         noisy_video[:, :, 0] = latents[:, :, 0]
         frame_t = (s_video * cfg.num_train_timesteps)[:, None].repeat(1, frames)
         frame_t[:, 0] = 0.0
-        noise_action = torch.randn_like(actions)
         action_t = s_action * cfg.num_train_timesteps
         pred_video, pred_action = self.velocity(
             noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t
@@ -134,7 +138,7 @@ class FastWAM(nn.Module):
 
         video_err = (pred_video.float() - velocity_target(latents, noise_video)).pow(2).mean(dim=(1, 3, 4))[:, 1:]
         action_err = (pred_action.float() - velocity_target(actions, noise_action).float()).pow(2).mean(dim=2)
-        video_loss = _masked_mean(video_err, future_frame_is_pad)
+        video_loss = _masked_mean(video_err, future_frame_is_pad) if frames > 1 else video_err.new_zeros(batch)
         action_loss = _masked_mean(action_err, action_is_pad)
         if cfg.timestep_loss_weighting:
             video_loss = video_loss * self.loss_weight(frame_t[:, -1])

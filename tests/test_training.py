@@ -1,5 +1,6 @@
 """Training loss: LeRobot's reductions, padding masks, the timestep weighting, and mixed precision."""
 
+import pytest
 import torch
 
 from lerobot_fastwam.flow_matching import TimestepLossWeight, sample_noise_levels, shift_warp
@@ -129,3 +130,16 @@ def test_optimizer_preset_is_lerobots_adamw_update_in_one_fused_step():
         reference.step()
     for w, t in zip(weights, twins, strict=True):
         torch.testing.assert_close(w, t, rtol=1e-6, atol=1e-7)
+
+
+def test_without_video_cotraining_only_the_first_frame_runs_and_the_action_loss_is_unchanged():
+    cotrained = make_policy(seed=5)
+    ablation = make_policy(seed=5, video_loss_weight=0.0)  # the paper's "w/o video co-train" variant
+    batch = training_batch(cotrained.config, batch_size=2)
+    torch.manual_seed(0)
+    _, full = cotrained.forward(batch)
+    torch.manual_seed(0)
+    loss, only_actions = ablation.forward(batch)
+    assert only_actions["loss_video"] == 0.0
+    assert only_actions["loss_action"] == pytest.approx(full["loss_action"], rel=1e-5)
+    assert loss.item() == pytest.approx(full["loss_action"], rel=1e-5)
