@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
 # that our registration below replaces it instead of being replaced by it.
 import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
-from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
 import torch
+from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
 from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
