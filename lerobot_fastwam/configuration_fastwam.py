@@ -227,6 +227,11 @@ class FastWAMConfig(PreTrainedConfig):
         return self.num_heads * self.head_dim
 
     @property
+    def torch_dtype(self) -> torch.dtype:
+        """The compute dtype (``dtype``) as a torch dtype."""
+        return getattr(torch, self.dtype)
+
+    @property
     def action_dim(self) -> int:
         return int(self.action_feature.shape[0])
 

@@ -55,7 +55,7 @@ def _fixed_seed(seed: int = 0):
 def build_latent_encoder(config) -> LatentEncoder:
     """The config's VAE: Wan2.2's from ``pretrained_model_id``, or the small random one."""
     if config.use_pretrained_wan:
-        return LatentEncoder.pretrained(config.pretrained_model_id, _compute_dtype(config))
+        return LatentEncoder.pretrained(config.pretrained_model_id, config.torch_dtype)
     return LatentEncoder.random(config.random_vae_base_dim, config.latent_channels)
 
 
@@ -63,7 +63,7 @@ def build_prompt_encoder(config) -> PromptEncoder:
     """The config's umT5 prompt encoder: Wan2.2's from ``pretrained_model_id``, or the small random one."""
     if config.use_pretrained_wan:
         encoder = PromptEncoder.pretrained(
-            config.pretrained_model_id, _compute_dtype(config), config.text_max_length, config.prompt_template,
+            config.pretrained_model_id, config.torch_dtype, config.text_max_length, config.prompt_template,
             config.text_cache_size,
         )
     else:
@@ -77,10 +77,6 @@ def build_prompt_encoder(config) -> PromptEncoder:
             f"set --policy.text_dim={encoder.text_dim}."
         )
     return encoder
-
-
-def _compute_dtype(config) -> torch.dtype:
-    return getattr(torch, config.dtype)
 
 
 class LatentEncoder(nn.Module):

@@ -58,7 +58,7 @@ def fingerprint(config, dataset_meta) -> dict[str, Any]:
         "camera_keys": config.ordered_camera_keys,
         "num_video_frames": config.num_video_frames,
         "video_frame_stride": config.video_frame_stride,
-        "dtype": _storage_dtype(config),
+        "dtype": config.dtype,  # latents are stored in the compute dtype (exact for fp32 training)
         "dataset": {
             "repo_id": dataset_meta.repo_id,
             "codebase_version": info.get("codebase_version"),
@@ -67,11 +67,6 @@ def fingerprint(config, dataset_meta) -> dict[str, Any]:
             "fps": info.get("fps"),
         },
     }
-
-
-def _storage_dtype(config) -> str:
-    """Latents are stored in the compute dtype: fp32 for fp32 training (exact), bf16/fp16 otherwise."""
-    return config.dtype
 
 
 def cache_dir(dataset_root: str | Path) -> Path:
@@ -162,7 +157,7 @@ def build_cache(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     if manifest.get("fingerprint") != expected or manifest.get("shard_size") != shard_size:
         manifest = {"fingerprint": expected, "shard_size": shard_size, "shards": [], "complete": False}
-    dtype = getattr(torch, _storage_dtype(config))
+    dtype = config.torch_dtype
     device = next(latent_encoder.parameters()).device
 
     tasks = sorted(dataset.meta.tasks.index) if hasattr(dataset.meta.tasks, "index") else sorted(dataset.meta.tasks)

@@ -38,9 +38,6 @@ logger = logging.getLogger(__name__)
 LATENTS_KEY = "fastwam.latents"  # [B, C, F, h, w] normalised VAE latents (F = 1 at inference)
 TEXT_CONTEXT_KEY = "fastwam.text_context"  # [B, L, text_dim] umT5 context (padding zeroed)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def _materialize_random(module: nn.Module, device: torch.device | str, dtype_of) -> None:
     """Allocate meta parameters on ``device`` (in ``dtype_of(param)``) with their modules' default init."""
     for sub in module.modules():
@@ -110,7 +107,7 @@ class FastWAMPolicy(PreTrainedPolicy):
     def _training_dtype(self, param: Tensor) -> torch.dtype:
         """In a policy built for training, trainable weights are fp32 master copies; frozen ones (a frozen
         video expert) live in the compute dtype."""
-        return torch.float32 if param.requires_grad else _DTYPES[self.config.dtype]
+        return torch.float32 if param.requires_grad else self.config.torch_dtype
 
     def _promote_trainable_to_fp32(self) -> None:
         for param in self.model.parameters():
@@ -178,7 +175,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         # it is fine-tuned. Frozen encoders keep the dtype they were built with. CPU tensors from safe_open
         # are views of the memory-mapped file: each is copied (or converted) once, so the parameters own their
         # memory and the file may be overwritten later, and the peak stays at one copy of the weights.
-        compute = _DTYPES[model.config.dtype]
+        compute = model.config.torch_dtype
         for key, value in list(state_dict.items()):
             target = compute if key.startswith("model.") else value.dtype
             if value.is_floating_point() and (value.dtype != target or value.device.type == "cpu"):
@@ -208,7 +205,7 @@ class FastWAMPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------------------------------------
     # Batch -> network inputs
     def _autocast(self):
-        cfg_dtype = _DTYPES[self.config.dtype]
+        cfg_dtype = self.config.torch_dtype
         device_type = next(self.model.parameters()).device.type
         return torch.autocast(device_type, dtype=cfg_dtype, enabled=cfg_dtype != torch.float32)
 
