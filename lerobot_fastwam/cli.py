@@ -1,6 +1,7 @@
 """``lerobot-fastwam``: command-line tools around the policy.
 
     lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
+    lerobot-fastwam demo --task button-press-topdown-v3 --output DIR [--baseline act]
     lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
 """
 
@@ -154,12 +155,18 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo  # noqa: PLC0415
+
+        demo(argv[1:])
+        return
     if argv[:1] == ["cache"]:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         print(f"Wrote {cache(argv[1:])}")
         return
     parser = argparse.ArgumentParser(prog="lerobot-fastwam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="Meta-World: record, cache, train, evaluate, report (options: --help after it)")
     sub.add_parser("cache", help="encode a dataset's training windows and tasks once (options: --help after it)")
     c = sub.add_parser("convert", help="official .pt checkpoint -> plugin checkpoint directory")
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")

@@ -7,6 +7,7 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
@@ -37,6 +38,7 @@ _PAPER_MODEL: dict[str, object] = {
     "use_pretrained_wan": True,
     "random_vae_base_dim": 16,
     "random_text_encoder_layers": 2,
+    "video_codec": "wan2.2_vae",
     "dtype": "bfloat16",
 }
 PRESETS: dict[str, dict[str, object]] = {
@@ -73,7 +75,28 @@ PRESETS: dict[str, dict[str, object]] = {
         "random_text_encoder_layers": 2,
         "dtype": "float32",
     },
+    # Learns from pixels on a CPU: the weight-free DCT codec keeps the image (16 tokens per 128x128 camera),
+    # an action expert as wide as the video expert reads them. About 3 M trained parameters.
+    "cpu": {
+        **_PAPER_MODEL,
+        "num_layers": 4,
+        "num_heads": 4,
+        "head_dim": 32,
+        "video_ffn_dim": 512,
+        "action_hidden_dim": 128,
+        "action_ffn_dim": 512,
+        "text_dim": 64,
+        "freq_dim": 64,
+        "image_size": (128, 128),
+        "text_max_length": 160,
+        "use_pretrained_wan": False,
+        "random_vae_base_dim": 8,
+        "random_text_encoder_layers": 1,
+        "video_codec": "dct",
+        "dtype": "float32",
+    },
 }
+VIDEO_CODECS = ("wan2.2_vae", "dct")
 
 VAE_SPATIAL_COMPRESSION = 16  # Wan2.2 VAE: 16x16 pixels per latent
 VAE_TEMPORAL_COMPRESSION = 4  # and 4 frames per latent frame after the first
@@ -109,8 +132,15 @@ class FastWAMConfig(PreTrainedConfig):
         camera_keys: camera order for tiling; ``None`` uses the sorted dataset camera keys.
         camera_layout: "side_by_side" (LIBERO: each camera ``(H, W / N)``) or "top_and_wrists" (RoboTwin:
             the first camera ``(2H/3, W)`` above two ``(H/3, W/2)``); see ``camera_layout.py``.
-        preset: "wan2.2-ti2v-5b" (the paper's model), "small" or "tiny" (CPU tests and demos). It fills every
+        preset: "wan2.2-ti2v-5b" (the paper's model), "cpu" (learns from pixels on a CPU, offline: the Meta-World
+            demo), "small" or "tiny" (fast CPU tests and benchmarks, random frozen encoders). It fills every
             architecture field left unset; explicit values win.
+        video_codec: the frozen frame encoder. "wan2.2_vae": the Wan2.2 VAE (from ``pretrained_model_id``, or
+            small and random without pretrained weights); "dct": a weight-free codec with the VAE's shape that
+            keeps the image (``dct_codec.py``; the ``cpu`` preset).
+        latent_mean / latent_std: per-channel latent normalisation. ``None`` until known: the published Wan2.2
+            VAE's own statistics, or, for any other codec, statistics of the training data, computed when
+            training starts (or by ``lerobot-fastwam cache``) and saved here with the checkpoint.
         use_pretrained_wan: load the VAE, umT5 encoder, tokenizer and the video expert's initial weights from
             ``pretrained_model_id`` (a Wan2.2 Diffusers repo id or local dir). False builds small random frozen
             encoders (tests and demos), built from a fixed seed; frozen encoders are never stored in checkpoints.
@@ -166,6 +196,9 @@ class FastWAMConfig(PreTrainedConfig):
     text_cache_size: int = 512
     random_vae_base_dim: int | None = None
     random_text_encoder_layers: int | None = None
+    video_codec: str | None = None
+    latent_mean: list[float] | None = None
+    latent_std: list[float] | None = None
 
     # Flow matching
     timestep_shift: float = 5.0
@@ -215,6 +248,22 @@ class FastWAMConfig(PreTrainedConfig):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
         if self.camera_layout not in LAYOUTS:
             raise ValueError(f"camera_layout must be one of {LAYOUTS}, got {self.camera_layout!r}.")
+        if self.video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video_codec must be one of {VIDEO_CODECS}, got {self.video_codec!r}.")
+        if self.video_codec == "dct" and self.latent_channels != 48:
+            raise ValueError(f"video_codec='dct' gives 48 latent channels; latent_channels is {self.latent_channels}.")
+        if (self.latent_mean is None) != (self.latent_std is None):
+            raise ValueError("Set both latent_mean and latent_std, or neither (they are computed from the data).")
+        if self.latent_mean is not None:
+            if len(self.latent_mean) != self.latent_channels or len(self.latent_std) != self.latent_channels:
+                raise ValueError(
+                    f"latent_mean/latent_std need {self.latent_channels} values each (one per latent channel), "
+                    f"got {len(self.latent_mean)} and {len(self.latent_std)}."
+                )
+            if not all(math.isfinite(m) for m in self.latent_mean) or not all(
+                math.isfinite(s) and s > 0 for s in self.latent_std
+            ):
+                raise ValueError("latent_mean must be finite and latent_std finite and positive.")
         if self.attention_backend not in ("sdpa", "xformers", "auto"):
             raise ValueError(
                 f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}."

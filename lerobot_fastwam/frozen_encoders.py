@@ -8,6 +8,7 @@ seed so that every process builds the same ones. Neither kind is ever stored in 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import string
 from collections import OrderedDict
@@ -17,6 +18,8 @@ import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
 from transformers import AutoTokenizer, T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+from .dct_codec import DCTVideoCodec
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,9 @@ def _fixed_seed(seed: int = 0):
 
 
 def build_latent_encoder(config) -> LatentEncoder:
-    """The config's VAE: Wan2.2's from ``pretrained_model_id``, or the small random one."""
+    """The config's frame codec: Wan2.2's VAE from ``pretrained_model_id``, the small random one, or the DCT codec."""
+    if config.video_codec == "dct":
+        return LatentEncoder.dct()
     if config.use_pretrained_wan:
         return LatentEncoder.pretrained(config.pretrained_model_id, config.torch_dtype)
     return LatentEncoder.random(config.random_vae_base_dim, config.latent_channels)
@@ -80,18 +85,19 @@ def build_prompt_encoder(config) -> PromptEncoder:
 
 
 class LatentEncoder(nn.Module):
-    """Frames in [0, 1] -> normalised Wan2.2 latents (posterior mode, per-channel mean/std)."""
+    """Frames in [0, 1] <-> raw (unnormalised) latents of a frozen codec: the Wan2.2 VAE (posterior mode) or
+    the DCT codec. ``published_stats`` are the codec's own per-channel (mean, std), when it has them (the
+    pretrained Wan2.2 VAE); the policy normalises with those or with statistics of its training data."""
 
-    def __init__(self, vae: AutoencoderKLWan):
+    def __init__(self, codec: nn.Module, published_stats: tuple[list[float], list[float]] | None = None):
         super().__init__()
-        self.vae = vae.requires_grad_(False).eval()
-        z = vae.config.z_dim
-        self.register_buffer("mean", torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1), persistent=False)
+        self.codec = codec.requires_grad_(False).eval()
+        self.published_stats = published_stats
 
     @classmethod
     def pretrained(cls, model_id: str, dtype: torch.dtype) -> LatentEncoder:
-        return cls(_load_or_explain(AutoencoderKLWan.from_pretrained, model_id, "vae", torch_dtype=dtype))
+        vae = _load_or_explain(AutoencoderKLWan.from_pretrained, model_id, "vae", torch_dtype=dtype)
+        return cls(vae, (list(vae.config.latents_mean), list(vae.config.latents_std)))
 
     @classmethod
     def random(cls, base_dim: int, z_dim: int) -> LatentEncoder:
@@ -101,16 +107,60 @@ class LatentEncoder(nn.Module):
                 base_dim=base_dim, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                 temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
                 in_channels=12, out_channels=12, scale_factor_temporal=4, scale_factor_spatial=16,
-                latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
+                latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,  # placeholders of the right length
             )
-        return cls(vae)
+        return cls(vae)  # random weights have no published statistics: the policy uses the data's
+
+    @classmethod
+    def dct(cls) -> LatentEncoder:
+        return cls(DCTVideoCodec())
+
+    @property
+    def device(self) -> torch.device:
+        return next(itertools.chain(self.codec.parameters(), self.codec.buffers())).device
+
+    @property
+    def is_vae(self) -> bool:
+        return isinstance(self.codec, AutoencoderKLWan)
 
     @torch.no_grad()
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, T, H, W]`` in [0, 1] -> ``[B, z, 1 + (T - 1) // 4, H / 16, W / 16]`` (fp32)."""
-        weight = next(self.vae.parameters())
-        mu = self.vae.encode((frames * 2.0 - 1.0).to(weight.dtype)).latent_dist.mode().float()
-        return (mu - self.mean) / self.std
+        """``[B, 3, T, H, W]`` in [0, 1] -> raw latents ``[B, 48, 1 + (T - 1) // 4, H / 16, W / 16]`` (fp32)."""
+        pixels = frames * 2.0 - 1.0
+        if not self.is_vae:
+            return self.codec.encode(pixels)
+        weight = next(self.codec.parameters())
+        return self.codec.encode(pixels.to(weight.dtype)).latent_dist.mode().float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw latents -> frames ``[B, 3, T, H, W]`` in [0, 1] (to look at predicted futures)."""
+        if self.is_vae:
+            weight = next(self.codec.parameters())
+            pixels = self.codec.decode(latents.to(weight.dtype)).sample.float()
+        else:
+            pixels = self.codec.decode(latents)
+        return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def estimate_latent_stats(
+    encoder: LatentEncoder, dataset, frames_of, max_frames: int = 256, batch_size: int = 32
+) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) of the latents of up to ``max_frames`` evenly spaced dataset frames.
+
+    ``frames_of(batch, None)`` gives a batch's tiled current frames (the policy's own tiling). Evenly spaced
+    indices make the estimate a function of the dataset alone, so every process and ``lerobot-fastwam cache``
+    find the same statistics.
+    """
+    count = min(max_frames, len(dataset))
+    indices = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
+    with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG: keep training's
+        latents = torch.cat([encoder(frames_of(batch, None).to(encoder.device)).cpu() for batch in loader])
+    channels = latents.transpose(0, 1).flatten(1)
+    mean, std = channels.mean(dim=1), channels.std(dim=1).clamp(min=1e-6)
+    return mean.tolist(), std.tolist()
 
 
 def in_memory_tokenizer() -> T5Tokenizer:

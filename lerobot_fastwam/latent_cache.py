@@ -6,15 +6,17 @@ encodes each training window once (the clip a training sample at dataset index `
 ``i + stride``, ..., clamped at its episode's end, exactly as LeRobot loads it) and each distinct task once:
 
     <dataset root>/fastwam_cache/
-        manifest.json              fingerprint, shard size, finished shards, task list
-        latents-00000.safetensors  "latents" [n, C, F, h, w] for dataset indices [0, n)
+        manifest.json              fingerprint, shard size, finished shards, task list, latent statistics
+        latents-00000.safetensors  "latents" [n, C, F, h, w] (raw codec latents) for dataset indices [0, n)
         ...
         text.safetensors           "context" [tasks, L, text_dim]
 
 A policy built for training on that dataset (``make_policy`` hands it the dataset metadata) finds the cache
 and checks its fingerprint: a match means the VAE and umT5 are never built and each batch reads its latents
 by the sample's ``index``; a mismatch (other encoder, resolution, layout, frame stride, dataset version) is an
-error that says how to rebuild. Shards are written whole and recorded in the manifest only when complete, so
+error that says how to rebuild. Latents are stored unnormalised; the manifest carries the per-channel
+statistics the policy normalises them with (the codec's published ones, or estimated from the dataset's frames
+exactly as a policy without the cache would). Shards are written whole and recorded in the manifest only when complete, so
 an interrupted run resumes at the first missing shard and ends with the same files.
 """
 
@@ -33,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIRNAME = "fastwam_cache"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class StaleCacheError(RuntimeError):
@@ -49,6 +51,7 @@ def fingerprint(config, dataset_meta) -> dict[str, Any]:
     return {
         "format": FORMAT_VERSION,
         "encoders": encoders,
+        "video_codec": config.video_codec,
         "latent_channels": config.latent_channels,
         "text_dim": config.text_dim,
         "text_max_length": config.text_max_length,
@@ -85,6 +88,8 @@ class LatentCache:
         with safe_open(str(directory / "text.safetensors"), framework="pt") as f:
             contexts = f.get_tensor("context")
         self._text = {task: contexts[i] for i, task in enumerate(manifest["tasks"])}
+        stats = manifest["latent_stats"]
+        self.latent_stats: tuple[list[float], list[float]] = (stats["mean"], stats["std"])
 
     @classmethod
     def find(cls, dataset_root: str | Path, config, dataset_meta) -> LatentCache | None:
@@ -150,6 +155,8 @@ def build_cache(
     """
     from tqdm import tqdm  # noqa: PLC0415
 
+    from .frozen_encoders import estimate_latent_stats  # noqa: PLC0415
+
     directory = cache_dir(dataset.root)
     directory.mkdir(parents=True, exist_ok=True)
     expected = fingerprint(config, dataset.meta)
@@ -158,7 +165,12 @@ def build_cache(
     if manifest.get("fingerprint") != expected or manifest.get("shard_size") != shard_size:
         manifest = {"fingerprint": expected, "shard_size": shard_size, "shards": [], "complete": False}
     dtype = config.torch_dtype
-    device = next(latent_encoder.parameters()).device
+    device = latent_encoder.device
+
+    if "latent_stats" not in manifest:
+        mean, std = latent_encoder.published_stats or estimate_latent_stats(latent_encoder, dataset, frames_of)
+        manifest["latent_stats"] = {"mean": list(mean), "std": list(std)}
+        _write(manifest_path, manifest)
 
     tasks = sorted(dataset.meta.tasks.index) if hasattr(dataset.meta.tasks, "index") else sorted(dataset.meta.tasks)
     if "tasks" not in manifest:

@@ -180,6 +180,31 @@ class FastWAM(nn.Module):
         return x
 
 
+    @torch.no_grad()
+    def sample_future_latents(
+        self, first_frame_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor, num_steps: int
+    ) -> torch.Tensor:
+        """Imagine the future: Euler-integrate the future latent frames ``noise`` ``[B, C, F - 1, h, w]`` given
+        the clean first frame (t=0), with the video expert alone (video never attends to actions).
+
+        Not on the action path: Fast-WAM's actions never read these frames. It shows what the world model
+        learned (the demo's report puts them next to the real frames).
+        """
+        cfg = self.config
+        batch, frames = noise.shape[0], noise.shape[2] + 1
+        levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
+        x = noise.float()
+        for step in range(num_steps):
+            frame_t = (levels[step] * cfg.num_train_timesteps).expand(batch, frames).clone()
+            frame_t[:, 0] = 0.0
+            latents = torch.cat([first_frame_latents.float(), x], dim=2)
+            video, emb = self._video_stream(latents, frame_t, context)
+            tokens, _ = self.mot.joint(video, None, first_frame_len=emb.tokens.shape[1] // frames)
+            velocity = unembed_video(self.video, tokens, emb)[:, :, 1:]
+            x = x + (levels[step + 1] - levels[step]) * velocity.float()
+        return x
+
+
 def _masked_mean(values: torch.Tensor, is_pad: torch.Tensor | None) -> torch.Tensor:
     """Mean over dim 1 of ``[B, N]`` values, skipping padded entries (all-padded rows give 0)."""
     if is_pad is None:

@@ -27,6 +27,7 @@ from .frozen_encoders import (
     _load_or_explain,
     build_latent_encoder,
     build_prompt_encoder,
+    estimate_latent_stats,
 )
 from .latent_cache import LatentCache
 from .model import FastWAM, future_latent_padding
@@ -35,7 +36,7 @@ from .processor_fastwam import resize_camera
 logger = logging.getLogger(__name__)
 
 # Optional precomputed inputs a batch may carry instead of frames / task strings.
-LATENTS_KEY = "fastwam.latents"  # [B, C, F, h, w] normalised VAE latents (F = 1 at inference)
+LATENTS_KEY = "fastwam.latents"  # [B, C, F, h, w] normalised latents (F = 1 at inference)
 TEXT_CONTEXT_KEY = "fastwam.text_context"  # [B, L, text_dim] umT5 context (padding zeroed)
 
 def _materialize_random(module: nn.Module, device: torch.device | str, dtype_of) -> None:
@@ -84,8 +85,50 @@ class FastWAMPolicy(PreTrainedPolicy):
         )
         if self._latent_cache is None:
             self.latent_encoder, self.prompt_encoder  # noqa: B018 - build them
+        self._resolve_latent_stats(meta)
         self.model.mot.backend = resolve_backend(config.attention_backend, device)
         self.reset()
+
+    def _resolve_latent_stats(self, dataset_meta) -> None:
+        """Fix the per-channel latent normalisation (``config.latent_mean/std``, saved with the checkpoint).
+
+        A checkpoint brings its own. Otherwise the codec's published statistics (the pretrained Wan2.2 VAE) are
+        used, and any other codec gets statistics of the training data: from the latent cache, or estimated
+        from the dataset's frames with the same estimator the cache uses.
+        """
+        cfg = self.config
+        if cfg.latent_mean is None:
+            stats = self._latent_cache.latent_stats if self._latent_cache is not None else None
+            if stats is None:
+                stats = self.latent_encoder.published_stats
+            if stats is None and dataset_meta is not None and getattr(dataset_meta, "root", None):
+                stats = self._estimate_latent_stats(dataset_meta)
+            if stats is None:
+                logger.warning(
+                    "Fast-WAM: no latent statistics for video_codec=%r (no published ones, no training data); "
+                    "latents are used unnormalised. Train through lerobot-train (the statistics come from the "
+                    "dataset) or set --policy.latent_mean/--policy.latent_std.", cfg.video_codec,
+                )
+                stats = ([0.0] * cfg.latent_channels, [1.0] * cfg.latent_channels)
+            else:
+                cfg.latent_mean, cfg.latent_std = [float(v) for v in stats[0]], [float(v) for v in stats[1]]
+        shape = (1, cfg.latent_channels, 1, 1, 1)
+        mean, std = cfg.latent_mean or stats[0], cfg.latent_std or stats[1]
+        self.register_buffer("latent_mean", torch.tensor(mean).view(shape), persistent=False)
+        self.register_buffer("latent_std", torch.tensor(std).view(shape), persistent=False)
+
+    def _estimate_latent_stats(self, dataset_meta) -> tuple[list[float], list[float]]:
+        from lerobot.datasets import LeRobotDataset  # noqa: PLC0415
+
+        logger.info("Fast-WAM: estimating the latent statistics of %s from its frames.", dataset_meta.root)
+        dataset = LeRobotDataset(dataset_meta.repo_id, root=dataset_meta.root)
+        return estimate_latent_stats(self.latent_encoder, dataset, lambda batch, n: self._frames(batch, n))
+
+    def normalize_latents(self, latents: Tensor) -> Tensor:
+        return (latents.float() - self.latent_mean) / self.latent_std
+
+    def denormalize_latents(self, latents: Tensor) -> Tensor:
+        return latents.float() * self.latent_std + self.latent_mean
 
     @property
     def latent_encoder(self) -> LatentEncoder:
@@ -218,8 +261,8 @@ class FastWAMPolicy(PreTrainedPolicy):
             return latents if num_frames is not None else latents[:, :, :1]
         if self._latent_cache is not None and num_frames is not None and "index" in batch:
             device = batch["index"].device
-            return self._latent_cache.latents(batch["index"]).to(device, non_blocking=True).float()
-        return self.latent_encoder(self._frames(batch, num_frames))
+            return self.normalize_latents(self._latent_cache.latents(batch["index"]).to(device, non_blocking=True))
+        return self.normalize_latents(self.latent_encoder(self._frames(batch, num_frames)))
 
     def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
         if TEXT_CONTEXT_KEY in batch:
@@ -309,6 +352,27 @@ class FastWAMPolicy(PreTrainedPolicy):
             noise = self._initial_noise(batch_size, latents.device)
             actions = self.model.sample_actions(latents, context, noise, self.config.num_inference_steps)
         return actions.float()
+
+    @torch.no_grad()
+    def predict_future_frames(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """What the world model imagines from the current observation: ``(frames, latents)``.
+
+        ``frames`` ``[B, 3, num_video_frames, H, W]`` in [0, 1] (the current frame, then the decoded future),
+        ``latents`` the normalised future latents ``[B, C, F - 1, h, w]``. Fixed-seed noise as for actions.
+        """
+        if self.training:
+            self.eval()
+        cfg = self.config
+        first = self._latents(batch, None)
+        batch_size, _, _, h, w = first.shape
+        shape = (cfg.latent_channels, (cfg.num_video_frames - 1) // 4, h, w)
+        generator = torch.Generator("cpu").manual_seed(cfg.inference_seed or 0)
+        noise = torch.randn(1, *shape, generator=generator).to(first.device).expand(batch_size, *shape)
+        with self._autocast():
+            context = self._context(batch, batch_size)
+            future = self.model.sample_future_latents(first, context, noise, cfg.num_inference_steps)
+        frames = self.latent_encoder.decode(self.denormalize_latents(torch.cat([first, future], dim=2)))
+        return frames, future
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:

@@ -33,8 +33,9 @@ def builtin_frozen_encoders(monkeypatch):
     """Serve the built-in's own random VAE / umT5 to the plugin where it would load Wan2.2 from the Hub."""
     holder = {}
 
-    def vae(model_id, dtype):
-        return LatentEncoder(holder["builtin"].model.vae.vae)
+    def vae(model_id, dtype):  # as LatentEncoder.pretrained: the VAE's config statistics are its published ones
+        module = holder["builtin"].model.vae.vae
+        return LatentEncoder(module, (list(module.config.latents_mean), list(module.config.latents_std)))
 
     def prompt(model_id, dtype, max_length, template, cache_size):
         encoder = holder["builtin"].model.text_encoder.model

@@ -19,7 +19,7 @@ def wan_repo(tmp_path_factory):
     torch.manual_seed(0)
     video = build_video_expert(2, 2, 12, 48, 48, 32, 16)
     video.save_pretrained(root / "transformer")
-    LatentEncoder.random(4, 48).vae.save_pretrained(root / "vae")
+    LatentEncoder.random(4, 48).codec.save_pretrained(root / "vae")
     prompt = PromptEncoder.random(32, 1, 16, "{task}", 8)
     prompt.encoder.save_pretrained(root / "text_encoder")
     prompt.tokenizer.save_pretrained(root / "tokenizer")
