@@ -2,11 +2,12 @@
 
 Importing this package makes the policy type ``fastwam`` resolve to this plugin in every LeRobot script
 (``--policy.type=fastwam``, ``get_policy_class("fastwam")``, ``make_pre_post_processors``), replacing the
-built-in ``lerobot.policies.fastwam``.
+built-in ``lerobot.policies.fastwam``, and registers the env type ``metaworld_cpu`` (``metaworld_env.py``).
 """
 
 import logging
 
+from . import metaworld_env  # noqa: F401  (registers --env.type=metaworld_cpu; metaworld is imported lazily)
 from .configuration_fastwam import _TOOK_OVER_BUILTIN, FastWAMConfig
 from .modeling_fastwam import FastWAMPolicy
 from .processor_fastwam import make_fastwam_pre_post_processors

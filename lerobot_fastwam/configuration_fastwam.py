@@ -88,7 +88,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "text_dim": 64,
         "freq_dim": 64,
         "image_size": (128, 128),
-        "text_max_length": 160,
         "use_pretrained_wan": False,
         "random_vae_base_dim": 8,
         "random_text_encoder_layers": 1,

@@ -15,6 +15,8 @@ CPU. The pixels a policy sees at evaluation are exactly the ones ``lerobot-fastw
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ from lerobot.configs import FeatureType, PolicyFeature
 from lerobot.envs.configs import EnvConfig, MetaworldEnv as MetaworldEnvConfig
 
 ENV_TYPE = "metaworld_cpu"
+if sys.platform.startswith("linux"):  # headless software or GPU rendering; set MUJOCO_GL yourself to choose
+    os.environ.setdefault("MUJOCO_GL", "egl")
 USE_VIDEOS = True
 
 
