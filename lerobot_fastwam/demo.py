@@ -20,6 +20,7 @@ Every stage is LeRobot's own machinery, run as a user would run it:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -42,7 +43,7 @@ ACT_ARGS = [
     "--policy.n_encoder_layers=2", "--policy.n_vae_encoder_layers=2", "--policy.optimizer_lr=1e-4",
     "--policy.optimizer_lr_backbone=1e-4", "--batch_size=8",
 ]
-STEP_LOG = re.compile(r"step:(\d+)\S* .*?loss:([\d.e+-]+)")
+STEP_LOG = re.compile(r" step:\S+ .*?loss:([\d.e+-]+)")  # LeRobot rounds the step ("1K"): counted instead
 TIMING_LOG = re.compile(r"updt_s:([\d.]+) data_s:([\d.]+)")
 LOSS_TERM = re.compile(r"(loss_video|loss_action):([\d.e+-]+)")
 TQDM = re.compile(r"(\d+)/(\d+) \[")
@@ -105,13 +106,30 @@ def record(root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int)
     if root.exists():
         shutil.rmtree(root)
     start = time.time()
-    dataset = record_expert_dataset(tasks, root, repo_id, episodes, seed=seed)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _native_stderr_to(root.parent / f"{root.name}.record.log"):  # the video encoder's banner per episode
+        dataset = record_expert_dataset(tasks, root, repo_id, episodes, seed=seed, progress_file=sys.stdout)
     info = {
         "spec": spec, "episodes": dataset.meta.total_episodes, "frames": dataset.meta.total_frames,
         "expert_failures": dataset.expert_failures, "seconds": time.time() - start,
     }
     marker.write_text(json.dumps(info, indent=2))
     return info
+
+
+@contextlib.contextmanager
+def _native_stderr_to(path: Path):
+    """Send file descriptor 2 (where native libraries such as the AV1 encoder print) to ``path``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def run_logged(command: list[str], log_path: Path, desc: str, total: int | None = None) -> float:
@@ -150,9 +168,13 @@ def train_command(args, data: Path, out: Path, policy_args: list[str], steps: in
     return [
         _script("lerobot-train"), *policy_args, f"--policy.device={args.device}", "--policy.push_to_hub=false",
         "--dataset.repo_id=" + _repo_id(args.tasks), f"--dataset.root={data}", "--dataset.video_backend=pyav",
-        f"--steps={steps}", f"--save_freq={steps}", f"--log_freq={max(1, min(50, steps // 20))}",
+        f"--steps={steps}", f"--save_freq={steps}", f"--log_freq={log_freq(steps)}",
         "--num_workers=1", f"--seed={args.seed}", "--wandb.enable=false", f"--output_dir={out}",
     ]
+
+
+def log_freq(steps: int) -> int:
+    return max(1, min(50, steps // 20))
 
 
 def fastwam_policy_args(args) -> list[str]:
@@ -238,13 +260,14 @@ def future_strip(checkpoint: Path, args, heldout: Path, path: Path) -> None:
     Image.fromarray((grid * 255).astype(np.uint8)).resize((grid.shape[1] * 2, grid.shape[0] * 2)).save(path)
 
 
-def training_curve(log: Path) -> list[dict[str, float]]:
-    """``step``, ``loss``, ``loss_video``, ``loss_action`` from lerobot-train's log lines."""
+def training_curve(log: Path, log_freq: int) -> list[dict[str, float]]:
+    """``step``, ``loss``, ``loss_video``, ``loss_action`` from lerobot-train's log lines (one every
+    ``log_freq`` steps)."""
     curve = []
     for line in log.read_text().splitlines():
         match = STEP_LOG.search(line)
         if match:
-            point = {"step": int(match.group(1)), "loss": float(match.group(2))}
+            point = {"step": (len(curve) + 1) * log_freq, "loss": float(match.group(1))}
             point.update({k: float(v) for k, v in LOSS_TERM.findall(line)})
             curve.append(point)
     return curve
@@ -304,8 +327,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     _say("2/6 encoding the training windows once (lerobot-fastwam cache)")
     from .cli import cache  # noqa: PLC0415
 
+    policy_options = [a for a in args.train_args if a.startswith("--policy.")]  # what shapes the cached inputs
     cache([f"--dataset.repo_id={repo_id}", f"--dataset.root={data}", "--policy.preset=cpu",
-           f"--policy.device={args.device}", "--num_workers=1", *[a for a in args.train_args if a.startswith("--policy.")]])
+           f"--policy.device={args.device}", "--num_workers=1", *policy_options])
 
     _say(f"3/6 training Fast-WAM with lerobot-train ({args.steps} steps)")
     train_dir = out / "train"
@@ -323,7 +347,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     probes = probe(checkpoint, args, heldout, data)
     future_strip(checkpoint, args, heldout, out / "future_strip.png")
 
-    curves = {"fastwam": training_curve(out / "train.log")}
+    curves = {"fastwam": training_curve(out / "train.log", log_freq(args.steps))}
     baseline = None
     if args.baseline == "act":
         _say("6/6 baseline: LeRobot's ACT on the same data for the same wall time")
@@ -334,7 +358,7 @@ def run(argv: list[str]) -> dict[str, Any]:
                                  "lerobot-train act", act_steps)
         act_checkpoint = act_dir / "checkpoints" / "last" / "pretrained_model"
         act_eval = evaluate(args, act_checkpoint, out / "act_eval", out / "act_eval.log")
-        curves["act"] = training_curve(out / "act_train.log")
+        curves["act"] = training_curve(out / "act_train.log", log_freq(act_steps))
         baseline = {
             "policy": "act", "checkpoint": str(act_checkpoint), "train_steps": act_steps,
             "train_seconds": act_seconds, **act_eval, **probe(act_checkpoint, args, heldout, data),
@@ -409,8 +433,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "![training curve](training_curve.png)",
         "",
-        "## Imagined future (top: real frames now, +16 and +32 steps; bottom: the world model's frames from the "
-        "first one alone)",
+        "## Imagined future",
+        "",
+        "Top: the real frames now, 16 and 32 steps later (held-out episode). Bottom: the current frame through the "
+        "frozen codec, then the future the world model imagines from it alone (not used by the actions).",
         "",
         "![future strip](future_strip.png)",
         "",

@@ -15,9 +15,9 @@ A policy built for training on that dataset (``make_policy`` hands it the datase
 and checks its fingerprint: a match means the VAE and umT5 are never built and each batch reads its latents
 by the sample's ``index``; a mismatch (other encoder, resolution, layout, frame stride, dataset version) is an
 error that says how to rebuild. Latents are stored unnormalised; the manifest carries the per-channel
-statistics the policy normalises them with (the codec's published ones, or estimated from the dataset's frames
-exactly as a policy without the cache would). Shards are written whole and recorded in the manifest only when complete, so
-an interrupted run resumes at the first missing shard and ends with the same files.
+statistics the policy normalises them with (the codec's published ones, or estimated from the dataset's
+frames exactly as a policy without the cache would). Shards are written whole and recorded in the manifest
+only when complete, so an interrupted run resumes at the first missing shard and ends with the same files.
 """
 
 from __future__ import annotations

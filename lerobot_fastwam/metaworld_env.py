@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 from lerobot.configs import FeatureType, PolicyFeature
-from lerobot.envs.configs import EnvConfig, MetaworldEnv as MetaworldEnvConfig
+from lerobot.envs.configs import EnvConfig
+from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 
 ENV_TYPE = "metaworld_cpu"
 if sys.platform.startswith("linux"):  # headless software or GPU rendering; set MUJOCO_GL yourself to choose
@@ -141,6 +142,7 @@ def record_expert_dataset(
     observation_size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    progress_file=None,
 ):
     """Record the scripted expert of each task into a LeRobotDataset v3 at ``root`` and return it.
 
@@ -166,7 +168,8 @@ def record_expert_dataset(
         image_writer_threads=2,
     )
     failures: dict[str, int] = {}
-    bar = tqdm(total=len(tasks) * episodes_per_task, desc="Recording expert episodes", disable=not progress)
+    bar = tqdm(total=len(tasks) * episodes_per_task, desc="Recording expert episodes", disable=not progress,
+                file=progress_file)
     for task in tasks:
         env = make_env(task, observation_size=observation_size)
         try:

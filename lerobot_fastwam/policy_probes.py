@@ -35,8 +35,10 @@ def load_policy(path: str | Path, device: str = "cpu"):
 def probe_frames(dataset_root: str | Path, repo_id: str, count: int, horizon: int) -> dict[str, Any]:
     """``count`` evenly spaced frames of a dataset as one batch, with their next ``horizon`` recorded actions
     (``action`` ``[N, horizon, A]``, ``action_is_pad``)."""
-    from lerobot.datasets import LeRobotDataset  # noqa: PLC0415
-    from lerobot.datasets import LeRobotDatasetMetadata  # noqa: PLC0415
+    from lerobot.datasets import (
+        LeRobotDataset,  # noqa: PLC0415
+        LeRobotDatasetMetadata,  # noqa: PLC0415
+    )
 
     meta = LeRobotDatasetMetadata(repo_id, root=dataset_root)
     dataset = LeRobotDataset(

@@ -55,3 +55,17 @@ def test_robotwin_layout_puts_the_top_camera_above_two_wrists():
     cfg.validate_features()
     with pytest.raises(ValueError, match="needs 3 cameras"):
         make_config(camera_layout="top_and_wrists", image_size=(384, 320), cameras=2).camera_tile_sizes
+
+
+def test_codec_and_latent_statistics_are_checked():
+    with pytest.raises(ValueError, match="video_codec must be one of"):
+        FastWAMConfig(preset="cpu", video_codec="jpeg")
+    with pytest.raises(ValueError, match="both latent_mean and latent_std"):
+        FastWAMConfig(preset="cpu", latent_mean=[0.0] * 48)
+    with pytest.raises(ValueError, match="48 values each"):
+        FastWAMConfig(preset="cpu", latent_mean=[0.0] * 16, latent_std=[1.0] * 16)
+    with pytest.raises(ValueError, match="finite and positive"):
+        FastWAMConfig(preset="cpu", latent_mean=[0.0] * 48, latent_std=[0.0] * 48)
+    cfg = FastWAMConfig(preset="cpu")
+    assert cfg.video_codec == "dct" and cfg.image_size == (128, 128) and not cfg.use_pretrained_wan
+    assert FastWAMConfig().video_codec == "wan2.2_vae"

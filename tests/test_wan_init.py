@@ -34,6 +34,10 @@ def test_policy_builds_from_a_local_wan_repository(wan_repo):
         torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
     # Frozen encoders come from the repository and are not stored in the policy checkpoint.
     assert not any(k.startswith(("latent_encoder.", "prompt_encoder.")) for k in policy.state_dict())
+    # The pretrained VAE keeps its published latent statistics (its config's latents_mean / latents_std).
+    vae_config = policy.latent_encoder.codec.config
+    assert policy.config.latent_mean == list(vae_config.latents_mean)
+    assert policy.config.latent_std == list(vae_config.latents_std)
     chunk = policy.predict_action_chunk(observation(policy.config))
     assert chunk.shape == (2, 32, 7) and torch.isfinite(chunk).all()
 
