@@ -149,6 +149,9 @@ def estimate_latent_stats(
 ) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) of the latents of up to ``max_frames`` evenly spaced dataset frames.
 
+    Single frames, i.e. the first latent frame of a clip: the DCT codec's later latent frames (means of 4
+    frames) share its statistics; a random Wan VAE's need not, which only its small test models see.
+
     ``frames_of(batch, None)`` gives a batch's tiled current frames (the policy's own tiling). Evenly spaced
     indices make the estimate a function of the dataset alone, so every process and ``lerobot-fastwam cache``
     find the same statistics.

@@ -73,8 +73,8 @@ def test_cached_latents_are_the_live_vae_latents(dataset_root):
     assert cached.config.latent_mean == live.config.latent_mean and len(live.config.latent_mean) == 48
     assert cached.config.latent_std == live.config.latent_std
     torch.testing.assert_close(cached._latents(batch, 9), live._latents(batch, 9), rtol=1e-5, atol=1e-5)
-    latents = live._latents(batch, 9)  # normalised: about zero mean and unit spread per channel
-    assert latents.mean().abs() < 0.5 and 0.3 < latents.std() < 3.0
+    first = live._latents(batch, 9)[:, :, 0]  # statistics come from single frames: those are normalised
+    assert first.mean().abs() < 0.5 and 0.3 < first.std() < 3.0
     cached.train()
     torch.testing.assert_close(cached._text_context(batch, 4), live.prompt_encoder(list(batch["task"])))
 
