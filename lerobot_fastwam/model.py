@@ -179,7 +179,6 @@ class FastWAM(nn.Module):
             x = x + deltas[step] * velocity.float()
         return x
 
-
     @torch.no_grad()
     def sample_future_latents(
         self, first_frame_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor, num_steps: int

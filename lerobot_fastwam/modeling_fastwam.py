@@ -103,19 +103,19 @@ class FastWAMPolicy(PreTrainedPolicy):
                 stats = self.latent_encoder.published_stats
             if stats is None and dataset_meta is not None and getattr(dataset_meta, "root", None):
                 stats = self._estimate_latent_stats(dataset_meta)
-            if stats is None:
-                logger.warning(
-                    "Fast-WAM: no latent statistics for video_codec=%r (no published ones, no training data); "
-                    "latents are used unnormalised. Train through lerobot-train (the statistics come from the "
-                    "dataset) or set --policy.latent_mean/--policy.latent_std.", cfg.video_codec,
-                )
-                stats = ([0.0] * cfg.latent_channels, [1.0] * cfg.latent_channels)
-            else:
+            if stats is not None:
                 cfg.latent_mean, cfg.latent_std = [float(v) for v in stats[0]], [float(v) for v in stats[1]]
-        shape = (1, cfg.latent_channels, 1, 1, 1)
-        mean, std = cfg.latent_mean or stats[0], cfg.latent_std or stats[1]
-        self.register_buffer("latent_mean", torch.tensor(mean).view(shape), persistent=False)
-        self.register_buffer("latent_std", torch.tensor(std).view(shape), persistent=False)
+        if cfg.latent_mean is None:
+            logger.warning(
+                "Fast-WAM: no latent statistics for video_codec=%r (no published ones, no training data); "
+                "latents are used unnormalised. Train through lerobot-train (the statistics come from the "
+                "dataset) or set --policy.latent_mean/--policy.latent_std.", cfg.video_codec,
+            )
+        channels = cfg.latent_channels
+        mean = cfg.latent_mean if cfg.latent_mean is not None else [0.0] * channels
+        std = cfg.latent_std if cfg.latent_std is not None else [1.0] * channels
+        self.register_buffer("latent_mean", torch.tensor(mean).view(1, channels, 1, 1, 1), persistent=False)
+        self.register_buffer("latent_std", torch.tensor(std).view(1, channels, 1, 1, 1), persistent=False)
 
     def _estimate_latent_stats(self, dataset_meta) -> tuple[list[float], list[float]]:
         from lerobot.datasets import LeRobotDataset  # noqa: PLC0415
@@ -332,8 +332,9 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------------------------------------
     # Inference
-    def _initial_noise(self, batch_size: int, device: torch.device) -> Tensor:
-        shape = (self.config.chunk_size, self.config.action_dim)
+    def _initial_noise(self, batch_size: int, device: torch.device, shape: tuple[int, ...] | None = None) -> Tensor:
+        """Noise for the action chunk (or another ``shape`` per sample, e.g. the future latents)."""
+        shape = shape or (self.config.chunk_size, self.config.action_dim)
         if self.config.inference_seed is None:
             return torch.randn(batch_size, *shape, device=device)
         # Fixed-seed noise (the paper's sampler): every sample of the batch starts from the same draw, so an
@@ -365,9 +366,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         cfg = self.config
         first = self._latents(batch, None)
         batch_size, _, _, h, w = first.shape
-        shape = (cfg.latent_channels, (cfg.num_video_frames - 1) // 4, h, w)
-        generator = torch.Generator("cpu").manual_seed(cfg.inference_seed or 0)
-        noise = torch.randn(1, *shape, generator=generator).to(first.device).expand(batch_size, *shape)
+        noise = self._initial_noise(batch_size, first.device, (cfg.latent_channels, cfg.num_latent_frames - 1, h, w))
         with self._autocast():
             context = self._context(batch, batch_size)
             future = self.model.sample_future_latents(first, context, noise, cfg.num_inference_steps)

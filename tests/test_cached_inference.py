@@ -83,3 +83,15 @@ def test_robotwin_layout_tiles_top_above_wrists():
     torch.testing.assert_close(frames[:, :, 0, 64:, :48], batch["observation.images.left"])
     torch.testing.assert_close(frames[:, :, 0, 64:, 48:], batch["observation.images.right"])
     assert policy.predict_action_chunk(batch).shape == (2, 32, 14)
+
+
+def test_imagined_future_frames_decode_from_the_first_frame():
+    policy = make_policy(video_codec="dct", image_size=(64, 64), cameras=1).eval()
+    batch = observation(policy.config)
+    frames, latents = policy.predict_future_frames(batch)
+    assert frames.shape == (2, 3, 9, 64, 64) and 0.0 <= frames.min() and frames.max() <= 1.0
+    assert latents.shape == (2, 48, 2, 4, 4) and torch.isfinite(latents).all()
+    again, _ = policy.predict_future_frames(batch)
+    torch.testing.assert_close(again, frames)  # fixed-seed noise, as for actions
+    other = observation(policy.config, seed=1)
+    assert not torch.allclose(policy.predict_future_frames(other)[1], latents)  # it depends on the frame
