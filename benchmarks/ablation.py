@@ -1,13 +1,14 @@
 """The paper's co-training ablation at toy scale: video co-training (``video_loss_weight`` 1) against none (0).
 
 Runs ``lerobot-fastwam demo`` for every task x seed x weight (the recorded data of a task is shared by its
-runs), then writes the table to ``docs/results.md`` (between the ``ablation`` markers) and every run's report
-to ``OUTPUT/<task>/w<weight>_s<seed>/report.json``.
+runs, under ``OUTPUT``), keeps every run's ``report.json`` in ``docs/ablation_runs/<task>_w<weight>_s<seed>.json``
+and writes the table of all kept runs to ``docs/results.md`` (between the ``ablation`` markers).
 
     python benchmarks/ablation.py --tasks button-press-topdown-v3,drawer-close-v3 --seeds 1000,1001,1002 \
         --output outputs/ablation [demo options, e.g. --steps 1000]
 
-A run already finished (its report.json exists) is not run again, so an interrupted sweep resumes.
+A run already kept in ``docs/ablation_runs`` is not run again, so an interrupted sweep resumes, also in
+another checkout: add seeds with ``--seeds`` and the table grows.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ from pathlib import Path
 
 from lerobot_fastwam.demo import run as run_demo
 
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+RESULTS = DOCS / "results.md"
+RUNS = DOCS / "ablation_runs"
 BEGIN, END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", default="button-press-topdown-v3,drawer-close-v3")
+    parser.add_argument("--tasks", default="handle-press-v3,button-press-v3")
     parser.add_argument("--seeds", default="1000,1001,1002")
     parser.add_argument("--weights", default="1,0", help="video_loss_weight values to compare")
     parser.add_argument("--output", type=Path, default=Path("outputs/ablation"))
@@ -37,17 +40,22 @@ def main() -> None:
 
     tasks = args.tasks.split(",")
     reports: dict[tuple[str, float], list[dict]] = {(task, w): [] for w in weights for task in tasks}
+    RUNS.mkdir(parents=True, exist_ok=True)
     # Seeds outermost: an interrupted sweep still has every task and weight at the seeds it finished.
     for seed in seeds:
         for weight in weights:
             for task in tasks:
-                out = args.output / task / f"w{weight:g}_s{seed}"
-                report_path = out / "report.json"
-                if not report_path.exists():
-                    run_demo(["--task", task, "--output", str(out), "--data", str(args.output / task / "data"),
-                              "--seed", str(seed), "--video-loss-weight", str(weight), *demo_args])
-                reports[(task, weight)].append(json.loads(report_path.read_text()))
-                write_table(args, reports, demo_args)
+                kept = RUNS / f"{task}_w{weight:g}_s{seed}.json"
+                if not kept.exists():
+                    out = args.output / task / f"w{weight:g}_s{seed}"
+                    report = run_demo(["--task", task, "--output", str(out), "--data", str(args.output / task / "data"),
+                                       "--seed", str(seed), "--video-loss-weight", str(weight), *demo_args])
+                    kept.write_text(json.dumps(report, indent=2))
+    for kept in sorted(RUNS.glob("*.json")):  # every kept run, this sweep's and earlier ones
+        report = json.loads(kept.read_text())
+        key = (report["tasks"][0], float(report["video_loss_weight"]))
+        reports.setdefault(key, []).append(report)
+    write_table(args, reports, demo_args)
 
 
 def _mean_spread(values: list[float], fmt: str) -> str:
