@@ -212,16 +212,15 @@ def evaluate(args, checkpoint: Path, out: Path, log: Path) -> dict[str, Any]:
     }
 
 
-def probe(checkpoint: Path, args, heldout: Path, data: Path) -> dict[str, Any]:
-    """Image dependence and chunk errors on the held-out frames."""
+def probe(loaded, args, heldout: Path, data: Path) -> dict[str, Any]:
+    """Image dependence and chunk errors on the held-out frames; ``loaded`` is (policy, pre, post)."""
+    import torch  # noqa: PLC0415
     from lerobot.datasets import LeRobotDatasetMetadata  # noqa: PLC0415
 
-    from .policy_probes import chunk_errors, image_dependence, load_policy, probe_frames  # noqa: PLC0415
+    from .policy_probes import chunk_errors, image_dependence, probe_frames  # noqa: PLC0415
 
-    policy, pre, post = load_policy(checkpoint, args.device)
+    policy, pre, post = loaded
     batch = probe_frames(heldout, _repo_id(args.tasks) + "_heldout", args.probe_frames, PROBE_HORIZON)
-    import torch  # noqa: PLC0415
-
     mean_action = torch.as_tensor(LeRobotDatasetMetadata(_repo_id(args.tasks), root=data).stats["action"]["mean"])
     return {
         **image_dependence(policy, pre, post, batch, PROBE_HORIZON),
@@ -229,7 +228,7 @@ def probe(checkpoint: Path, args, heldout: Path, data: Path) -> dict[str, Any]:
     }
 
 
-def future_strip(checkpoint: Path, args, heldout: Path, path: Path) -> None:
+def future_strip(loaded, heldout: Path, repo_id: str, path: Path) -> None:
     """A PNG: real frames of a held-out window (current, +4 strides, +8 strides) over the world model's
     imagined ones from the current frame alone."""
     import numpy as np  # noqa: PLC0415
@@ -237,19 +236,17 @@ def future_strip(checkpoint: Path, args, heldout: Path, path: Path) -> None:
     from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
 
-    from .policy_probes import load_policy  # noqa: PLC0415
-
-    policy, pre, _ = load_policy(checkpoint, args.device)
+    policy, pre, _ = loaded
     cfg = policy.config
-    repo_id = _repo_id(args.tasks) + "_heldout"
     fps = LeRobotDatasetMetadata(repo_id, root=heldout).fps
     deltas = [i / fps for i in cfg.observation_delta_indices]
     dataset = LeRobotDataset(repo_id, root=heldout, delta_timestamps={k: deltas for k in cfg.ordered_camera_keys})
     item = dataset[0]
-    observation = {k: v[:1] if k in cfg.ordered_camera_keys else v for k, v in item.items()
-                   if k.startswith("observation.")}
+    observation = {  # the current frame of each camera, as a batch of one
+        k: (v[0] if k in cfg.ordered_camera_keys else v).unsqueeze(0)
+        for k, v in item.items() if k.startswith("observation.")
+    }
     observation["task"] = [item["task"]]
-    observation = {k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else v) for k, v in observation.items()}
     imagined, _ = policy.predict_future_frames(pre(observation))
     real = torch.cat([item[k] for k in cfg.ordered_camera_keys], dim=-1)  # [T, 3, H, W], cameras side by side
     shown = [0, 4, 8] if real.shape[0] > 8 else [0, real.shape[0] - 1]
@@ -344,8 +341,11 @@ def run(argv: list[str]) -> dict[str, Any]:
     evaluation = evaluate(args, checkpoint, out / "eval", out / "eval.log")
 
     _say("5/6 probing the policy on held-out frames")
-    probes = probe(checkpoint, args, heldout, data)
-    future_strip(checkpoint, args, heldout, out / "future_strip.png")
+    from .policy_probes import load_policy  # noqa: PLC0415
+
+    loaded = load_policy(checkpoint, args.device)
+    probes = probe(loaded, args, heldout, data)
+    future_strip(loaded, heldout, repo_id + "_heldout", out / "future_strip.png")
 
     curves = {"fastwam": training_curve(out / "train.log", log_freq(args.steps))}
     baseline = None
@@ -361,7 +361,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         curves["act"] = training_curve(out / "act_train.log", log_freq(act_steps))
         baseline = {
             "policy": "act", "checkpoint": str(act_checkpoint), "train_steps": act_steps,
-            "train_seconds": act_seconds, **act_eval, **probe(act_checkpoint, args, heldout, data),
+            "train_seconds": act_seconds, **act_eval,
+            **probe(load_policy(act_checkpoint, args.device), args, heldout, data),
         }
     plot_curves(curves, out / "training_curve.png")
     video = None
