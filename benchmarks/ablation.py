@@ -66,8 +66,9 @@ def _mean_spread(values: list[float], fmt: str) -> str:
 def write_table(args, reports, demo_args) -> None:
     lines = [
         BEGIN,
-        f"Command: `python benchmarks/ablation.py --tasks {args.tasks} --seeds {args.seeds} --weights {args.weights}"
-        + (" " + " ".join(demo_args) if demo_args else "") + "`",
+        f"Command: `python benchmarks/ablation.py --tasks {args.tasks} --weights {args.weights} --seeds ...`"
+        + (f" with `{' '.join(demo_args)}`" if demo_args else "")
+        + "; every run kept in `docs/ablation_runs/` is in the table, its seeds under 'per seed'.",
         f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores, no GPU.",
         "",
         "| task | video_loss_weight | seeds | success (mean ± sd) | per seed | image dependence | chunk MSE |",
