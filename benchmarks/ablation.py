@@ -68,7 +68,7 @@ def write_table(args, reports, demo_args) -> None:
         BEGIN,
         f"Command: `python benchmarks/ablation.py --tasks {args.tasks} --weights {args.weights} --seeds ...`"
         + (f" with `{' '.join(demo_args)}`" if demo_args else "")
-        + "; every run kept in `docs/ablation_runs/` is in the table, its seeds under 'per seed'.",
+        + "; every run kept in `docs/ablation_runs/` is in the table, one success value per seed under 'per seed'.",
         f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores, no GPU.",
         "",
         "| task | video_loss_weight | seeds | success (mean ± sd) | per seed | image dependence | chunk MSE |",
