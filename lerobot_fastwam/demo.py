@@ -217,15 +217,12 @@ def probe(loaded, args, heldout: Path, data: Path) -> dict[str, Any]:
     import torch  # noqa: PLC0415
     from lerobot.datasets import LeRobotDatasetMetadata  # noqa: PLC0415
 
-    from .policy_probes import chunk_errors, image_dependence, probe_frames  # noqa: PLC0415
+    from .policy_probes import probe_frames, probe_policy  # noqa: PLC0415
 
     policy, pre, post = loaded
     batch = probe_frames(heldout, _repo_id(args.tasks) + "_heldout", args.probe_frames, PROBE_HORIZON)
     mean_action = torch.as_tensor(LeRobotDatasetMetadata(_repo_id(args.tasks), root=data).stats["action"]["mean"])
-    return {
-        **image_dependence(policy, pre, post, batch, PROBE_HORIZON),
-        **chunk_errors(policy, pre, post, batch, mean_action, PROBE_HORIZON),
-    }
+    return probe_policy(policy, pre, post, batch, mean_action, PROBE_HORIZON)
 
 
 def future_strip(loaded, heldout: Path, repo_id: str, path: Path) -> None:

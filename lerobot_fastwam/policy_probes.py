@@ -56,6 +56,12 @@ def probe_frames(dataset_root: str | Path, repo_id: str, count: int, horizon: in
     return batch
 
 
+def probe_policy(policy, pre, post, batch: dict[str, Any], mean_action: torch.Tensor, horizon: int = 10):
+    """Image dependence and chunk errors, predicting the batch's chunks once for both."""
+    base = predict_chunks(policy, pre, post, _observation(batch), horizon)
+    return {**image_dependence(policy, pre, post, batch, horizon, base), **chunk_errors(batch, base, mean_action)}
+
+
 def _observation(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in batch.items() if k.startswith("observation.") or k == "task"}
 
@@ -80,9 +86,11 @@ def _rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt())
 
 
-def image_dependence(policy, pre, post, batch: dict[str, Any], horizon: int = 10) -> dict[str, float]:
+def image_dependence(
+    policy, pre, post, batch: dict[str, Any], horizon: int = 10, base: torch.Tensor | None = None
+) -> dict[str, float]:
     """Pairs each frame with the frame half the set away; returns the image-only and whole-observation RMS
-    changes of the first ``horizon`` actions and their ratio."""
+    changes of the first ``horizon`` actions and their ratio. ``base``: the batch's chunks, if predicted."""
     observations = _observation(batch)
     total = len(observations["task"])
     partner = (torch.arange(total) + total // 2) % total
@@ -90,7 +98,8 @@ def image_dependence(policy, pre, post, batch: dict[str, Any], horizon: int = 10
     swapped_images = dict(observations)
     for key in cameras:
         swapped_images[key] = observations[key][partner]
-    base = predict_chunks(policy, pre, post, observations, horizon)
+    if base is None:
+        base = predict_chunks(policy, pre, post, observations, horizon)
     image_only = _rms(predict_chunks(policy, pre, post, swapped_images, horizon), base)
     whole = _rms(base[partner], base)
     return {
@@ -101,12 +110,12 @@ def image_dependence(policy, pre, post, batch: dict[str, Any], horizon: int = 10
     }
 
 
-def chunk_errors(policy, pre, post, batch: dict[str, Any], mean_action: torch.Tensor, horizon: int = 10):
-    """MSE of the first ``horizon`` predicted actions and of the dataset-mean action against the recording
+def chunk_errors(batch: dict[str, Any], predicted: torch.Tensor, mean_action: torch.Tensor) -> dict[str, float]:
+    """MSE of the predicted chunks ``[N, horizon, A]`` and of the dataset-mean action against the recording
     (padded steps past an episode's end are not scored)."""
+    horizon = predicted.shape[1]
     target = batch[ACTION][:, :horizon].float()
     valid = ~batch.get(f"{ACTION}_is_pad", torch.zeros(target.shape[:2], dtype=torch.bool))[:, :horizon]
-    predicted = predict_chunks(policy, pre, post, _observation(batch), horizon)
 
     def mse(prediction: torch.Tensor) -> float:
         err = (prediction - target).pow(2).mean(dim=-1)
