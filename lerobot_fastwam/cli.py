@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -52,54 +51,65 @@ def convert(args: argparse.Namespace) -> Path:
     from .camera_layout import tile_sizes
     from .checkpoint_conversion import (
         OFFICIAL_NORM_MODES,
+        ConversionError,
         architecture_from_weights,
-        official_stats_to_lerobot,
+        check_checkpoint_keys,
+        load_official_stats,
+        official_shapes,
         read_official_checkpoint,
         wan_layout_to_plugin,
     )
     from .processor_fastwam import make_fastwam_pre_post_processors
 
+    # Every input is checked before anything is written (an empty existing --output directory is fine).
+    out = Path(args.output)
+    if out.exists() and not (out.is_dir() and (args.overwrite or not any(out.iterdir()))):
+        kind = "a non-empty directory" if out.is_dir() else "a file"
+        raise ConversionError(
+            f"--output {out} is {kind}: pass a new or empty directory"
+            + (", or add --overwrite to replace the converted files in it." if out.is_dir() else ".")
+        )
     state = read_official_checkpoint(args.checkpoint)
     arch = architecture_from_weights(state, args.num_heads)
     action_dim, state_dim = arch.pop("action_dim"), arch.pop("state_dim")
     for key, value in CONVERSION_DEFAULTS[args.benchmark].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    stats = load_official_stats(args.dataset_stats, args.norm, action_dim, state_dim)
     height, width = args.image_size
     cameras = args.camera_keys
-    tiles = tile_sizes(args.camera_layout, (height, width), len(cameras))
-    inputs = {key: PolicyFeature(FeatureType.VISUAL, (3, *size)) for key, size in zip(cameras, tiles, strict=True)}
-    if state_dim is not None:
-        inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
     mode = NormalizationMode[OFFICIAL_NORM_MODES[args.norm]]
-    config = FastWAMConfig(
-        input_features=inputs,
-        output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
-        camera_keys=list(cameras),
-        camera_layout=args.camera_layout,
-        image_size=(height, width),
-        n_action_steps=args.n_action_steps,
-        normalization_mapping={"VISUAL": NormalizationMode.IDENTITY, "STATE": mode, "ACTION": mode},
-        pretrained_model_id=args.wan_model_id,
-        text_max_length=args.text_max_length,
-        dtype=args.dtype,
-        push_to_hub=False,
-        **arch,
-    )
-    config.validate_features()
-    stats = official_stats_to_lerobot(json.loads(Path(args.dataset_stats).read_text()), args.norm)
-    if stats[ACTION]["min"].numel() != action_dim:
-        raise ValueError(f"The dataset stats describe {stats[ACTION]['min'].numel()} action values, "
-                         f"the checkpoint {action_dim}.")
-
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    config._save_pretrained(out)
+    try:
+        tiles = tile_sizes(args.camera_layout, (height, width), len(cameras))
+        inputs = {key: PolicyFeature(FeatureType.VISUAL, (3, *size)) for key, size in zip(cameras, tiles, strict=True)}
+        if state_dim is not None:
+            inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
+        config = FastWAMConfig(
+            input_features=inputs,
+            output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
+            camera_keys=list(cameras),
+            camera_layout=args.camera_layout,
+            image_size=(height, width),
+            n_action_steps=args.n_action_steps,
+            normalization_mapping={"VISUAL": NormalizationMode.IDENTITY, "STATE": mode, "ACTION": mode},
+            pretrained_model_id=args.wan_model_id,
+            text_max_length=args.text_max_length,
+            dtype=args.dtype,
+            push_to_hub=False,
+            **arch,
+        )
+        config.validate_features()
+    except ValueError as err:
+        raise ConversionError(f"The options give no valid Fast-WAM config: {err}") from err
+    check_checkpoint_keys(state, official_shapes(config, action_dim, state_dim))
     weights = wan_layout_to_plugin(state)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
     pre, post = make_fastwam_pre_post_processors(config, dataset_stats=stats)
     if args.libero_gripper:  # the official LIBERO eval maps the gripper back: -1 open, +1 close
         post.steps.insert(-1, FastWAMActionToggleProcessorStep(toggle_dimensions=[-1]))
+
+    out.mkdir(parents=True, exist_ok=True)
+    config._save_pretrained(out)
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
     pre.save_pretrained(out)
     post.save_pretrained(out)
     logging.info("Converted %s -> %s (%d tensors).", args.checkpoint, out, len(weights))
@@ -109,7 +119,9 @@ def convert(args: argparse.Namespace) -> Path:
 @dataclasses.dataclass
 class CacheConfig:
     """Options of ``lerobot-fastwam cache``: the dataset, and the policy options that shape its inputs (the
-    same ``--policy.*`` options as for ``lerobot-train``, e.g. ``--policy.preset``, ``--policy.image_size``)."""
+    same ``--policy.*`` options as for ``lerobot-train``, e.g. ``--policy.preset``, ``--policy.image_size``).
+    Run again with the same arguments, it finishes an interrupted run and re-encodes every cache file that fails
+    its size and SHA-256 check, which gives the files of a clean build."""
 
     dataset: DatasetConfig
     policy: FastWAMConfig = dataclasses.field(default_factory=FastWAMConfig)
@@ -180,7 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"))
     c.add_argument("--norm", default=None, choices=["min/max", "z-score"],
                    help="the official norm_default_mode (LIBERO: min/max, RoboTwin: z-score)")
-    c.add_argument("--num-heads", type=int, default=24, help="attention heads (not recorded in the weights)")
+    c.add_argument("--num-heads", type=int, default=None,
+                   help="attention heads, not recorded in the weights (default: the released Wan model's of that "
+                   "width, 24 for Wan2.2-TI2V-5B)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --output directory, replacing the converted files in it")
     c.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
                    help="compute dtype of the converted policy")
     c.add_argument("--text-max-length", type=int, default=128, help="umT5 context length (official: 128)")
@@ -192,8 +208,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "convert":
-        with torch.no_grad():
-            path = convert(args)
+        from .checkpoint_conversion import ConversionError
+
+        try:
+            with torch.no_grad():
+                path = convert(args)
+        except ConversionError as err:  # a refused input: its message names the problem and the fix
+            parser.exit(2, f"lerobot-fastwam convert: error: {err}\n")
         print(f"Wrote {path}. Use it with --policy.path={path}")
 
 

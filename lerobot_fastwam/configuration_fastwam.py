@@ -7,11 +7,13 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 
 # The built-in policy registers the type "fastwam" when its config module is imported; import it first so
 # that our registration below replaces it instead of being replaced by it.
+import draccus
 import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
 import torch
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
@@ -96,6 +98,56 @@ PRESETS: dict[str, dict[str, object]] = {
     },
 }
 VIDEO_CODECS = ("wan2.2_vae", "dct")
+
+# Allowed ranges of the numeric fields, checked in ``__post_init__``: (low, high), inclusive; "0<" means
+# strictly positive; an int bound means an integer field. A value outside its range would otherwise fail late
+# or, worse, run and return nonsense (``num_inference_steps=0`` returns the noise as actions,
+# ``timestep_shift<0`` gives NaN actions).
+_RANGES: dict[str, tuple[float | str, float | None]] = {
+    "chunk_size": (1, None),
+    "n_action_steps": (1, None),
+    "num_video_frames": (1, None),
+    "video_frame_stride": (1, None),
+    "num_layers": (1, None),
+    "num_heads": (1, None),
+    "head_dim": (2, None),
+    "video_ffn_dim": (1, None),
+    "action_hidden_dim": (1, None),
+    "action_ffn_dim": (1, None),
+    "text_dim": (1, None),
+    "freq_dim": (2, None),
+    "latent_channels": (1, None),
+    "text_max_length": (1, None),
+    "text_cache_size": (1, None),
+    "random_vae_base_dim": (1, None),
+    "random_text_encoder_layers": (1, None),
+    "timestep_shift": ("0<", None),
+    "num_train_timesteps": (1, None),
+    "video_loss_weight": (0.0, None),
+    "action_loss_weight": (0.0, None),
+    "num_inference_steps": (1, None),
+    "action_clamp_margin": (0.0, None),
+    "optimizer_lr": ("0<", None),
+    "optimizer_weight_decay": (0.0, None),
+    "optimizer_grad_clip_norm": ("0<", None),
+    "scheduler_warmup_steps": (0, None),
+    "scheduler_decay_steps": (1, None),
+    "scheduler_decay_lr": (0.0, None),
+}
+
+
+def _check_range(name: str, value, low: float | str, high: float | None) -> None:
+    """Refuse a numeric field outside ``[low, high]`` (``low="0<"``: strictly positive), naming the range."""
+    if value is None and name == "action_clamp_margin":  # None switches clamping off
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+    if isinstance(low, int) and not isinstance(value, int):
+        raise ValueError(f"`{name}` must be an integer, got {value!r}.")
+    too_low = value <= 0 if low == "0<" else value < low
+    if too_low or (high is not None and value > high):
+        allowed = "> 0" if low == "0<" else f">= {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"`{name}` must be {allowed}, got {value!r} (--policy.{name}).")
 
 VAE_SPATIAL_COMPRESSION = 16  # Wan2.2 VAE: 16x16 pixels per latent
 VAE_TEMPORAL_COMPRESSION = 4  # and 4 frames per latent frame after the first
@@ -208,6 +260,10 @@ class FastWAMConfig(PreTrainedConfig):
     num_inference_steps: int = 10
     inference_seed: int | None = 42
 
+    # Deployment safety: actions leaving the post-processor are clamped to the training range (the dataset's
+    # action min/max saved with the checkpoint) widened by this fraction of the range on each side; None: off.
+    action_clamp_margin: float | None = 0.05
+
     # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, 5% warm-up, cosine to 1%, clip 1.0)
     optimizer_lr: float = 1e-4
     optimizer_betas: tuple[float, float] = (0.9, 0.95)
@@ -226,19 +282,29 @@ class FastWAMConfig(PreTrainedConfig):
                 setattr(self, key, value)
         self.image_size = tuple(int(v) for v in self.image_size)
         self.optimizer_betas = tuple(self.optimizer_betas)
+        for name, (low, high) in _RANGES.items():
+            _check_range(name, getattr(self, name), low, high)
+        if self.n_obs_steps != 1:
+            raise ValueError(
+                f"n_obs_steps must be 1 (Fast-WAM conditions on the current frame only), got {self.n_obs_steps}."
+            )
         if self.n_action_steps > self.chunk_size:
             raise ValueError(
                 f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size})."
             )
+        if not all(0 <= beta < 1 for beta in self.optimizer_betas):
+            raise ValueError(f"optimizer_betas must each be in [0, 1), got {self.optimizer_betas}.")
+        if self.video_loss_weight == 0 and self.action_loss_weight == 0:
+            raise ValueError("video_loss_weight and action_loss_weight are both 0: nothing would be trained.")
         if (self.num_video_frames - 1) % VAE_TEMPORAL_COMPRESSION != 0 or self.num_video_frames < 1:
             raise ValueError(
                 f"num_video_frames must be 1 + 4k (the VAE compresses 4 frames per latent frame), "
                 f"got {self.num_video_frames}. The paper uses 9."
             )
         pixels_per_token = VAE_SPATIAL_COMPRESSION * PATCH_SIZE[1]
-        if self.image_size[0] % pixels_per_token or self.image_size[1] % pixels_per_token:
+        if min(self.image_size) <= 0 or self.image_size[0] % pixels_per_token or self.image_size[1] % pixels_per_token:
             raise ValueError(
-                f"image_size {self.image_size} must be a multiple of {pixels_per_token} in both dimensions "
+                f"image_size {self.image_size} must be a positive multiple of {pixels_per_token} in both dimensions "
                 f"(one DiT token covers {pixels_per_token}x{pixels_per_token} pixels)."
             )
         if self.head_dim % 2:
@@ -413,8 +479,16 @@ def _install_builtin_config_translation() -> None:
     def from_pretrained(cls, pretrained_name_or_path, **kwargs):
         from .checkpoint_conversion import load_translated_builtin_config  # noqa: PLC0415
 
-        with load_translated_builtin_config(pretrained_name_or_path, kwargs) as path:
-            return original(cls, path, **kwargs)
+        try:
+            with load_translated_builtin_config(pretrained_name_or_path, kwargs) as path:
+                return original(cls, path, **kwargs)
+        except (json.JSONDecodeError, draccus.utils.ParsingError) as err:
+            # draccus reports "Couldn't instantiate class"; the reason (a refused value) is its cause.
+            cause = f" ({type(err.__cause__).__name__}: {err.__cause__})" if err.__cause__ else ""
+            raise ValueError(
+                f"Cannot read the policy config.json of {pretrained_name_or_path}: {err}{cause}. Fix that value, "
+                "or re-download / re-save the checkpoint if the file is damaged."
+            ) from err
 
     from_pretrained._fastwam_translates = True
     from_pretrained.__doc__ = original.__doc__

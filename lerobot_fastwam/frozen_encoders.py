@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import logging
 import string
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -174,6 +175,9 @@ def in_memory_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=pieces, extra_ids=0)
 
 
+_PROMPT_LOCK = threading.Lock()  # tokenizers and the LRU's OrderedDict are not thread-safe
+
+
 class PromptEncoder(nn.Module):
     """Instruction -> umT5 context ``[L, text_dim]``, cached per prompt string.
 
@@ -221,20 +225,22 @@ class PromptEncoder(nn.Module):
         self.encoder.eval()
         return self
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
     @torch.no_grad()
     def forward(self, tasks: list[str]) -> torch.Tensor:
-        missing = list(dict.fromkeys(t for t in tasks if t not in self._cache))
-        if missing:
-            for task, emb in zip(missing, self._encode(missing), strict=True):
-                self._cache[task] = emb
-        for task in tasks:
-            self._cache.move_to_end(task)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return torch.stack([self._cache[t] for t in tasks])
+        """``[len(tasks), L, text_dim]``. The batch is assembled before the LRU evicts, so a batch with more
+        distinct tasks than ``cache_size`` is still served whole; one lock makes the cache and tokenizer safe
+        to share between threads."""
+        with _PROMPT_LOCK:
+            missing = list(dict.fromkeys(t for t in tasks if t not in self._cache))
+            if missing:
+                for task, emb in zip(missing, self._encode(missing), strict=True):
+                    self._cache[task] = emb
+            context = torch.stack([self._cache[t] for t in tasks])
+            for task in tasks:
+                self._cache.move_to_end(task)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return context
 
     def _encode(self, tasks: list[str]) -> torch.Tensor:
         prompts = [self.template.format(task=t) for t in tasks]

@@ -7,14 +7,17 @@ names the fix, and owns checkpoint loading (strict, safetensors, without materia
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from lerobot.utils.constants import ACTION, OBS_STATE
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
 from .attention import resolve_backend
@@ -32,6 +35,7 @@ from .frozen_encoders import (
 from .latent_cache import LatentCache
 from .model import FastWAM, future_latent_padding
 from .processor_fastwam import resize_camera
+from .safety import NonFiniteActionError, check_finite, check_observation, diagnose_non_finite_actions
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +157,22 @@ class FastWAMPolicy(PreTrainedPolicy):
         return torch.float32 if param.requires_grad else self.config.torch_dtype
 
     def _promote_trainable_to_fp32(self) -> None:
-        for param in self.model.parameters():
-            if param.requires_grad and param.dtype != torch.float32:
-                param.data = param.data.float()
+        """Trainable weights become fp32 masters. A policy loaded in a lower compute dtype takes them from the
+        checkpoint it was loaded from, which holds the fp32 masters it was trained with: resuming is exact,
+        not a bf16 rounding of the masters."""
+        saved = getattr(self, "_weights_file", None)
+        lowered = {
+            name: param for name, param in self.named_parameters()
+            if param.requires_grad and param.dtype != torch.float32
+        }
+        if not lowered:
+            return
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(safe_open(saved, framework="pt")) if saved else None
+            stored = set(f.keys()) if f is not None else set()
+            for name, param in lowered.items():
+                exact = name in stored and f.get_slice(name).get_dtype() == "F32"
+                param.data = f.get_tensor(name).to(param.device) if exact else param.data.float()
 
     def _initialize_weights(self, device: str) -> None:
         """Fresh policy (for training): video expert from the Wan2.2 repository when one is configured, the
@@ -185,15 +202,17 @@ class FastWAMPolicy(PreTrainedPolicy):
         missing = sorted(set(expected) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(expected))
         mismatched = sorted(
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+            f"{k}: checkpoint {tuple(state_dict[k].shape)} {state_dict[k].dtype} vs model "
+            f"{tuple(expected[k].shape)} {expected[k].dtype}"
             for k in set(expected) & set(state_dict)
             if tuple(state_dict[k].shape) != tuple(expected[k].shape)
+            or state_dict[k].is_floating_point() != expected[k].is_floating_point()
         )
         if missing or unexpected or mismatched:
             raise RuntimeError(
                 f"Cannot load the Fast-WAM weights from {source}: the checkpoint does not match the model "
                 f"built from its config.\n  missing: {_head(missing)}\n  unexpected: {_head(unexpected)}\n"
-                f"  wrong shape: {_head(mismatched)}\nCheck that the config (layers, widths, action/state "
+                f"  wrong shape or dtype: {_head(mismatched)}\nCheck that the config (layers, widths, action/state "
                 "dimensions, cameras) is the one the checkpoint was trained with."
             )
         module.load_state_dict(state_dict, strict=False, assign=True)
@@ -210,8 +229,15 @@ class FastWAMPolicy(PreTrainedPolicy):
     def _load_as_safetensor(cls, model: FastWAMPolicy, model_file: str, map_location: str, strict: bool):
         """Strict load: every missing, unexpected or mis-shaped tensor is an error that names it."""
         device = map_location if map_location and map_location != "mps" else "cpu"
-        with safe_open(model_file, framework="pt", device=str(device)) as f:
-            state_dict = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        try:
+            with safe_open(model_file, framework="pt", device=str(device)) as f:
+                state_dict = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        except SafetensorError as err:
+            size = Path(model_file).stat().st_size
+            raise ValueError(
+                f"{model_file} ({size} bytes) is not a readable safetensors file ({err}): it is empty, truncated "
+                "(an interrupted download or save) or not a Fast-WAM checkpoint. Re-download or re-save it."
+            ) from err
         if is_wan_layout(list(state_dict)):  # saved by LeRobot's built-in fastwam
             state_dict = wan_layout_to_plugin(state_dict)
         # A loaded policy runs inference in the compute dtype; get_optim_params restores fp32 masters when
@@ -223,7 +249,14 @@ class FastWAMPolicy(PreTrainedPolicy):
             target = compute if key.startswith("model.") else value.dtype
             if value.is_floating_point() and (value.dtype != target or value.device.type == "cpu"):
                 state_dict[key] = value.to(target, copy=True)
+        non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if non_finite:
+            raise ValueError(
+                f"{model_file} holds NaN or Inf in {_head(sorted(non_finite))}: the checkpoint is corrupt or was "
+                "saved after training diverged. Load an earlier checkpoint."
+            )
         cls._assign(model, state_dict, model_file)
+        model._weights_file = model_file  # fp32 masters for training (_promote_trainable_to_fp32)
         return model
 
     def get_optim_params(self) -> list[nn.Parameter]:
@@ -244,6 +277,7 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     def reset(self) -> None:
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+        self._queue_owner: int | None = None  # the thread whose control loop filled the queue
 
     # ------------------------------------------------------------------------------------------------
     # Batch -> network inputs
@@ -275,8 +309,6 @@ class FastWAMPolicy(PreTrainedPolicy):
                 f"`{TEXT_CONTEXT_KEY}`."
             )
         tasks = [task] * batch_size if isinstance(task, str) else list(task)
-        if len(tasks) != batch_size:
-            raise ValueError(f"Got {len(tasks)} task strings for a batch of {batch_size}.")
         if self._latent_cache is not None and self.training:
             device = next(self.model.parameters()).device
             return self._latent_cache.text_context(tasks).to(device, non_blocking=True)
@@ -299,11 +331,14 @@ class FastWAMPolicy(PreTrainedPolicy):
                 f"`{OBS_STATE}` has {state.shape[-1]} values, the policy expects {dim}. Check the robot "
                 "or dataset matches the one the policy was trained on."
             )
-        _check_finite(state, OBS_STATE)
+        check_finite(state, OBS_STATE)
         return state
 
     def _context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
         return self.model.build_context(self._text_context(batch, batch_size), self._state(batch))
+
+    def _check_observation(self, batch: dict[str, Any]) -> int:
+        return check_observation(batch, self.config.ordered_camera_keys, self.config.state_dim is not None)
 
     # ------------------------------------------------------------------------------------------------
     # Training
@@ -314,7 +349,8 @@ class FastWAMPolicy(PreTrainedPolicy):
             raise ValueError(
                 f"`action` must be [batch, {cfg.chunk_size}, {cfg.action_dim}], got {tuple(actions.shape)}."
             )
-        _check_finite(actions, ACTION)
+        check_finite(actions, ACTION)
+        self._check_observation(batch)
         latents = self._latents(batch, cfg.num_video_frames)
         frame_pad = batch.get(f"{cfg.ordered_camera_keys[0]}_is_pad")
         future_pad = None if frame_pad is None else future_latent_padding(frame_pad[:, : cfg.num_video_frames])
@@ -344,15 +380,25 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
+        """``[B, chunk_size, action_dim]`` normalised actions; never NaN or Inf (``NonFiniteActionError``).
+
+        Thread-safe: it reads the weights and the prompt cache only (the cache's updates are locked).
+        """
         if self.training:
             self.eval()
+        self._check_observation(batch)
         latents = self._latents(batch, None)
         batch_size = latents.shape[0]
         with self._autocast():
             context = self._context(batch, batch_size)
             noise = self._initial_noise(batch_size, latents.device)
-            actions = self.model.sample_actions(latents, context, noise, self.config.num_inference_steps)
-        return actions.float()
+            actions = self.model.sample_actions(latents, context, noise, self.config.num_inference_steps).float()
+        if not torch.isfinite(actions).all():
+            raise NonFiniteActionError(
+                "Fast-WAM predicted a non-finite action chunk; it is not sent to the robot. Cause: "
+                + diagnose_non_finite_actions(self.model, self._state(batch))
+            )
+        return actions
 
     @torch.no_grad()
     def predict_future_frames(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -375,11 +421,34 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
+        """The next action of the queued chunk (a new chunk every ``n_action_steps`` calls).
+
+        The queue belongs to one control loop: a call with another batch size than the queued chunk's starts a
+        new chunk (the queued actions were for other environments), and a call from another thread while
+        actions are queued is an error (two robots would share one queue). ``predict_action_chunk`` has no
+        queue and may be called from any thread.
+        """
         if self.training:
             self.eval()
+        batch_size = self._check_observation(batch)
+        if self._action_queue:
+            if self._queue_owner != threading.get_ident():
+                raise RuntimeError(
+                    "select_action was called from a second thread while the first thread's action chunk is "
+                    "queued: the queue belongs to one control loop. Use one policy per robot loop, or call "
+                    "predict_action_chunk (no queue) from several threads."
+                )
+            if self._action_queue[0].shape[0] != batch_size:
+                logger.warning(
+                    "Fast-WAM: the batch size changed from %d to %d with actions queued; they are dropped and a "
+                    "new chunk is predicted (call policy.reset() at the start of each episode).",
+                    self._action_queue[0].shape[0], batch_size,
+                )
+                self._action_queue.clear()
         if not self._action_queue:
             chunk = self.predict_action_chunk(batch, **kwargs)[:, : self.config.n_action_steps]
             self._action_queue.extend(chunk.transpose(0, 1))
+            self._queue_owner = threading.get_ident()
         return self._action_queue.popleft()
 
 
@@ -414,7 +483,7 @@ def tiled_frames(batch: dict[str, Any], config: FastWAMConfig, num_frames: int |
             raise ValueError(f"Camera `{key}` must have 3 channels, got shape {tuple(image.shape[2:])}.")
         if tuple(image.shape[-2:]) != (tile_h, tile_w):  # pipelines without our resize step (built-in's)
             image = resize_camera(image, key, tile_h, tile_w, cfg.camera_layout)
-        _check_finite(image, key)
+        check_finite(image, key)
         low, high = torch.aminmax(image.detach())
         if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:
             raise ValueError(
@@ -427,11 +496,6 @@ def tiled_frames(batch: dict[str, Any], config: FastWAMConfig, num_frames: int |
 
 def _head(names: list[str], limit: int = 12) -> str:
     return str(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
-def _check_finite(tensor: Tensor, name: str) -> None:
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"`{name}` contains NaN or infinite values; check the sensor or dataset.")
 
 
 def _drop_frozen_encoder_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:

@@ -1,8 +1,9 @@
 """Pre/post-processing pipelines of the Fast-WAM policy.
 
 Pre: rename -> add batch dim -> device -> camera resize -> normalise (state/action; images stay in [0, 1]).
-Post: unnormalise -> CPU. The step names LeRobot's scripts override (``rename_observations_processor``,
-``device_processor``) are LeRobot's own steps; our one step has a name of its own.
+Post: unnormalise -> action guard (refuse non-finite, clamp to the training range; ``safety.py``) -> CPU.
+The step names LeRobot's scripts override (``rename_observations_processor``, ``device_processor``) are
+LeRobot's own steps; our steps have names of their own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lerobot.processor import (
 )
 
 from .configuration_fastwam import FastWAMConfig, check_camera_aspect
+from .safety import FastWAMActionGuardStep, action_range
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +90,13 @@ def make_fastwam_pre_post_processors(
     steps = make_default_policy_processor_steps(config, dataset_stats)
     sizes = {key: list(size) for key, size in config.camera_tile_sizes.items()}
     resize = FastWAMCameraResizeStep(camera_sizes=sizes, layout=config.camera_layout)
+    bounds = action_range(dataset_stats)
+    guard = FastWAMActionGuardStep(
+        margin=config.action_clamp_margin,
+        action_min=None if bounds is None else bounds[0],
+        action_max=None if bounds is None else bounds[1],
+    )
     return make_policy_processor_pipelines(
         input_steps=[steps.rename_observations, steps.add_batch_dim, steps.to_device, resize, steps.normalize],
-        output_steps=[steps.unnormalize, steps.to_cpu],
+        output_steps=[steps.unnormalize, guard, steps.to_cpu],
     )

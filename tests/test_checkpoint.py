@@ -1,5 +1,7 @@
 """save_pretrained / from_pretrained: identical chunks; any checkpoint mismatch is an error, not a warning."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -48,7 +50,8 @@ def test_misshaped_weight_is_an_error_naming_it(saved):
         weights[key] = torch.zeros(32, 5)
 
     _rewrite(path, edit)
-    with pytest.raises(RuntimeError, match=r"wrong shape: \['model\.state_encoder\.weight: checkpoint \(32, 5\)"):
+    match = r"wrong shape or dtype: \['model\.state_encoder\.weight: checkpoint \(32, 5\)"
+    with pytest.raises(RuntimeError, match=match):
         FastWAMPolicy.from_pretrained(path)
 
 
@@ -80,3 +83,66 @@ def test_loaded_policy_runs_in_the_compute_dtype_and_trains_with_fp32_masters(tm
     assert chunk.dtype == torch.float32 and torch.isfinite(chunk).all()
     params = loaded.get_optim_params()  # what LeRobot's trainer calls before building the optimizer
     assert params and all(p.dtype == torch.float32 for p in params)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_weights_file_is_an_error_naming_the_file(saved, damage):
+    _, path = saved
+    weights = path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    match = r"model\.safetensors \(\d+ bytes\) is not a readable safetensors.*Re-download"
+    with pytest.raises(ValueError, match=match):
+        FastWAMPolicy.from_pretrained(path)
+
+
+def test_integer_tensor_where_a_float_weight_belongs_is_an_error(saved):
+    _, path = saved
+    _rewrite(path, lambda w: w.update({"model.state_encoder.weight": w["model.state_encoder.weight"].to(torch.int64)}))
+    with pytest.raises(RuntimeError, match=r"wrong shape or dtype: \['model\.state_encoder\.weight.*torch\.int64"):
+        FastWAMPolicy.from_pretrained(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda text: text[: len(text) // 2], r"config\.json.*Unterminated|config\.json.*Expecting"),
+        (lambda text: text.replace('"num_inference_steps": 10', '"num_inference_steps": 0'),
+         r"config\.json.*num_inference_steps` must be >= 1"),
+        (lambda text: text.replace('"num_inference_steps"', '"num_infrence_steps"'), r"num_infrence_steps"),
+    ],
+    ids=["truncated", "value out of range", "unknown field"],
+)
+def test_invalid_config_json_is_an_error_naming_the_problem(saved, edit, match):
+    _, path = saved
+    config = path / "config.json"
+    text = json.dumps(json.loads(config.read_text()), indent=2)
+    config.write_text(edit(text))
+    with pytest.raises(ValueError, match=match):
+        FastWAMPolicy.from_pretrained(path)
+
+
+def test_resuming_in_bfloat16_restores_the_fp32_masters_exactly(tmp_path):
+    """bf16 training keeps fp32 masters; a resumed run must get those back, not their bf16 rounding."""
+    policy = make_policy(seed=2, dtype="bfloat16")
+    masters = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    assert any(not torch.equal(m, m.bfloat16().float()) for m in masters.values())  # bf16 would lose bits
+    policy.save_pretrained(tmp_path)
+    loaded = FastWAMPolicy.from_pretrained(tmp_path)  # what lerobot-train --resume=true builds
+    params = dict(loaded.named_parameters())
+    assert all(params[n].dtype == torch.bfloat16 for n in masters)
+    loaded.get_optim_params()  # what lerobot-train calls before building the optimizer
+    for name, master in masters.items():
+        assert params[name].dtype == torch.float32
+        assert torch.equal(params[name], master), name
+
+
+def test_non_finite_weights_are_refused_at_load_naming_them(saved):
+    _, path = saved
+
+    def poison(weights):
+        weights["model.state_encoder.weight"][0, 0] = float("nan")
+
+    _rewrite(path, poison)
+    with pytest.raises(ValueError, match=r"NaN or Inf in \['model\.state_encoder\.weight'\].*earlier checkpoint"):
+        FastWAMPolicy.from_pretrained(path)

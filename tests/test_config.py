@@ -54,7 +54,7 @@ def test_robotwin_layout_puts_the_top_camera_above_two_wrists():
     cfg.input_features["observation.images.cam_high"] = PolicyFeature(FeatureType.VISUAL, (3, 512, 640))
     cfg.validate_features()
     with pytest.raises(ValueError, match="needs 3 cameras"):
-        make_config(camera_layout="top_and_wrists", image_size=(384, 320), cameras=2).camera_tile_sizes
+        _ = make_config(camera_layout="top_and_wrists", image_size=(384, 320), cameras=2).camera_tile_sizes
 
 
 def test_codec_and_latent_statistics_are_checked():
@@ -69,3 +69,34 @@ def test_codec_and_latent_statistics_are_checked():
     cfg = FastWAMConfig(preset="cpu")
     assert cfg.video_codec == "dct" and cfg.image_size == (128, 128) and not cfg.use_pretrained_wan
     assert FastWAMConfig().video_codec == "wan2.2_vae"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("num_inference_steps", 0, ">= 1"),  # would return the raw noise as actions
+        ("timestep_shift", -1.0, "> 0"),  # would give NaN actions
+        ("timestep_shift", float("nan"), "finite"),
+        ("n_action_steps", 0, ">= 1"),  # would crash select_action with an empty deque
+        ("n_action_steps", 40, "cannot exceed chunk_size"),
+        ("text_max_length", 0, ">= 1"),
+        ("text_cache_size", 0, ">= 1"),
+        ("video_frame_stride", 0, ">= 1"),
+        ("chunk_size", 2.5, "integer"),
+        ("video_loss_weight", -1.0, ">= 0"),
+        ("action_clamp_margin", -0.1, ">= 0"),
+        ("optimizer_lr", 0.0, "> 0"),
+        ("optimizer_betas", (0.9, 1.0), r"\[0, 1\)"),
+        ("n_obs_steps", 2, "current frame only"),
+        ("image_size", (0, 64), "positive multiple of 32"),
+    ],
+)
+def test_values_that_make_no_sense_are_refused_with_the_allowed_range(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        FastWAMConfig(preset="tiny", **{field: value})
+
+
+def test_both_loss_weights_zero_is_refused_and_clamping_can_be_switched_off():
+    with pytest.raises(ValueError, match="nothing would be trained"):
+        FastWAMConfig(preset="tiny", video_loss_weight=0.0, action_loss_weight=0.0)
+    assert FastWAMConfig(preset="tiny", action_clamp_margin=None).action_clamp_margin is None
