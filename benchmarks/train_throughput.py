@@ -35,7 +35,8 @@ VARIANTS = ("plugin_cached", "plugin_uncached", "builtin")
 
 
 def prepare(workdir: Path, config: str) -> None:
-    """Synthetic dataset + its Fast-WAM cache (once per workdir)."""
+    """Synthetic dataset (once per workdir) + its Fast-WAM cache (``cache`` finishes, repairs or rebuilds a
+    cache that is incomplete, damaged or stale, and returns at once for a healthy one)."""
     from synthetic_dataset import make_dataset  # noqa: PLC0415
 
     from lerobot_fastwam.cli import main as fastwam_cli  # noqa: PLC0415
@@ -43,9 +44,8 @@ def prepare(workdir: Path, config: str) -> None:
     root = workdir / "dataset"
     if not root.exists():
         make_dataset(root, repo_id=REPO_ID, episodes=2, frames=48, cameras=("front", "wrist"), image_hw=(64, 64))
-    if not (root / "fastwam_cache" / "manifest.json").exists():
-        fastwam_cli(["cache", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={root}", "--dataset.video_backend=pyav",
-                     f"--policy.preset={config}", "--policy.device=cpu", "--num_workers=0"])
+    fastwam_cli(["cache", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={root}", "--dataset.video_backend=pyav",
+                 f"--policy.preset={config}", "--policy.device=cpu", "--num_workers=0"])
 
 
 def run_variant(variant: str, workdir: Path, config: str, batch_size: int, steps: int, warmup: int) -> dict:
