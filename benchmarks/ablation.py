@@ -48,8 +48,21 @@ def main() -> None:
                 kept = RUNS / f"{task}_w{weight:g}_s{seed}.json"
                 if not kept.exists():
                     out = args.output / task / f"w{weight:g}_s{seed}"
-                    report = run_demo(["--task", task, "--output", str(out), "--data", str(args.output / task / "data"),
-                                       "--seed", str(seed), "--video-loss-weight", str(weight), *demo_args])
+                    report = run_demo(
+                        [
+                            "--task",
+                            task,
+                            "--output",
+                            str(out),
+                            "--data",
+                            str(args.output / task / "data"),
+                            "--seed",
+                            str(seed),
+                            "--video-loss-weight",
+                            str(weight),
+                            *demo_args,
+                        ]
+                    )
                     kept.write_text(json.dumps(report, indent=2))
     for kept in sorted(RUNS.glob("*.json")):  # every kept run, this sweep's and earlier ones
         report = json.loads(kept.read_text())
@@ -88,7 +101,7 @@ def write_table(args, reports, demo_args) -> None:
     text = args.results.read_text() if args.results.exists() else ""
     block = "\n".join(lines)
     if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
     else:
         text = text + "\n" + block + "\n"
     args.results.write_text(text)

@@ -52,15 +52,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
 import lerobot_fastwam  # noqa: E402,F401  (registers the plugin; the built-in stays importable directly)
-from benchmarks.builtin_offline import build_builtin_policy  # noqa: E402
 from lerobot_fastwam.configuration_fastwam import PRESETS, FastWAMConfig, default_features  # noqa: E402
 from lerobot_fastwam.modeling_fastwam import FastWAMPolicy  # noqa: E402
+from lerobot_fastwam.testing.builtin_offline import build_builtin_policy  # noqa: E402
 
 ACTION_DIM = 7
 STATE_DIM = 8
@@ -70,8 +68,18 @@ VIDEO_FRAME_STRIDE = 4  # dataset frames between two model frames
 TASKS = ("pick up the red block and put it in the bowl", "open the top drawer")
 
 ARCH_FIELDS = (
-    "num_layers", "num_heads", "head_dim", "video_ffn_dim", "action_hidden_dim", "action_ffn_dim", "text_dim",
-    "freq_dim", "image_size", "text_max_length", "random_vae_base_dim", "random_text_encoder_layers",
+    "num_layers",
+    "num_heads",
+    "head_dim",
+    "video_ffn_dim",
+    "action_hidden_dim",
+    "action_ffn_dim",
+    "text_dim",
+    "freq_dim",
+    "image_size",
+    "text_max_length",
+    "random_vae_base_dim",
+    "random_text_encoder_layers",
 )
 POLICIES = ("plugin", "builtin")
 
@@ -124,14 +132,28 @@ def build_plugin(
 
 def build_builtin(spec: dict, cameras: int, device: str, dtype: str, steps: int):
     return build_builtin_policy(
-        ACTION_DIM, STATE_DIM, spec["image_size"], cameras,
-        num_layers=spec["num_layers"], num_heads=spec["num_heads"], head_dim=spec["head_dim"],
-        video_ffn_dim=spec["video_ffn_dim"], action_hidden_dim=spec["action_hidden_dim"],
-        action_ffn_dim=spec["action_ffn_dim"], text_dim=spec["text_dim"], freq_dim=spec["freq_dim"],
-        device=device, dtype=dtype, chunk_size=CHUNK_SIZE, model_video_frames=MODEL_VIDEO_FRAMES,
-        video_frame_stride=VIDEO_FRAME_STRIDE, text_max_length=spec["text_max_length"],
-        vae_base_dim=spec["random_vae_base_dim"], text_encoder_layers=spec["random_text_encoder_layers"],
-        num_inference_steps=steps, seed=None,
+        ACTION_DIM,
+        STATE_DIM,
+        spec["image_size"],
+        cameras,
+        num_layers=spec["num_layers"],
+        num_heads=spec["num_heads"],
+        head_dim=spec["head_dim"],
+        video_ffn_dim=spec["video_ffn_dim"],
+        action_hidden_dim=spec["action_hidden_dim"],
+        action_ffn_dim=spec["action_ffn_dim"],
+        text_dim=spec["text_dim"],
+        freq_dim=spec["freq_dim"],
+        device=device,
+        dtype=dtype,
+        chunk_size=CHUNK_SIZE,
+        model_video_frames=MODEL_VIDEO_FRAMES,
+        video_frame_stride=VIDEO_FRAME_STRIDE,
+        text_max_length=spec["text_max_length"],
+        vae_base_dim=spec["random_vae_base_dim"],
+        text_encoder_layers=spec["random_text_encoder_layers"],
+        num_inference_steps=steps,
+        seed=None,
     )
 
 
@@ -145,8 +167,7 @@ def inference_batch(spec: dict, cameras: int, device: str, seed: int) -> dict[st
     g = torch.Generator().manual_seed(seed)
     height, width = spec["image_size"]
     batch: dict[str, Any] = {
-        key: torch.rand(1, 3, height, width // cameras, generator=g).to(device)
-        for key in camera_keys(cameras)
+        key: torch.rand(1, 3, height, width // cameras, generator=g).to(device) for key in camera_keys(cameras)
     }
     batch["observation.state"] = torch.randn(1, STATE_DIM, generator=g).to(device)
     batch["task"] = [TASKS[0]]
@@ -176,9 +197,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_calls(
-    fns: dict[str, Callable[[], Any]], warmup: int, iters: int, device: str
-) -> dict[str, list[float]]:
+def time_calls(fns: dict[str, Callable[[], Any]], warmup: int, iters: int, device: str) -> dict[str, list[float]]:
     """Seconds per call of each function, ``iters`` timed calls after ``warmup`` untimed ones.
 
     With several functions the calls alternate (and the order flips every round), so a change in machine
@@ -315,7 +334,9 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return policy, time.perf_counter() - start
 
     row: dict[str, Any] = {
-        "config": name, "image_size": spec["image_size"], "text_max_length": spec["text_max_length"],
+        "config": name,
+        "image_size": spec["image_size"],
+        "text_max_length": spec["text_max_length"],
     }
     if args.interleave:
         built = {key: build(key) for key in POLICIES}
@@ -395,8 +416,10 @@ def _spread(values: list[float] | None, error: str | None = None) -> str:
 
 
 def render(rows: list[dict], args: argparse.Namespace, command: str, load_before: float | None = None) -> str:
-    mode = "interleaved (both policies in memory, calls alternate)" if args.interleave else (
-        "sequential (one policy in memory at a time)"
+    mode = (
+        "interleaved (both policies in memory, calls alternate)"
+        if args.interleave
+        else ("sequential (one policy in memory at a time)")
     )
     load = "" if load_before is None else f"; 1-min load average before the run {load_before:.2f}"
     lines = [
@@ -421,7 +444,8 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
     for row in rows:
         plug, built = row["plugin"], row["builtin"]
         params = (
-            f"{plug.trainable_params:,}" if plug.trainable_params == built.trainable_params
+            f"{plug.trainable_params:,}"
+            if plug.trainable_params == built.trainable_params
             else f"{plug.trainable_params:,} vs {built.trainable_params:,} (MISMATCH)"
         )
         lat_p, lat_b = _ms(plug.latency), _ms(built.latency)
@@ -429,10 +453,18 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
         sps_p = None if tr_p is None else args.train_batch / (tr_p / 1e3)
         sps_b = None if tr_b is None else args.train_batch / (tr_b / 1e3)
         cells = [
-            row["config"], "x".join(map(str, row["image_size"])), str(row["text_max_length"]), params,
-            _fmt(lat_p), _fmt(lat_b), _ratio(lat_p, lat_b),
-            tr_p_txt, tr_b_txt, _ratio(tr_p, tr_b),
-            _fmt(sps_p, 2), _fmt(sps_b, 2),
+            row["config"],
+            "x".join(map(str, row["image_size"])),
+            str(row["text_max_length"]),
+            params,
+            _fmt(lat_p),
+            _fmt(lat_b),
+            _ratio(lat_p, lat_b),
+            tr_p_txt,
+            tr_b_txt,
+            _ratio(tr_p, tr_b),
+            _fmt(sps_p, 2),
+            _fmt(sps_b, 2),
         ]
         lines.append("| " + " | ".join(cells) + " |")
 
@@ -458,8 +490,13 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
 # ------------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", nargs="+", default=["tiny", "small"], choices=["tiny", "small", "5b"],
-                        help="architecture sizes: the plugin's presets, or 5b (paper size; needs a GPU)")
+    parser.add_argument(
+        "--config",
+        nargs="+",
+        default=["tiny", "small"],
+        choices=["tiny", "small", "5b"],
+        help="architecture sizes: the plugin's presets, or 5b (paper size; needs a GPU)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--cameras", type=int, default=2, choices=[1, 2])
@@ -471,13 +508,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-iters", type=int, default=20, help="timed training steps (0: skip training)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
-                        help="keep both policies in memory and alternate their calls (default: on for CPU, "
-                        "off for CUDA, where the two 5B models would not fit side by side for training)")
-    parser.add_argument("--compile-action-step", action="store_true",
-                        help="build the plugin with compile_action_step=true (warm-up includes compilation)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print a torch.profiler table of one action chunk of each policy")
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep both policies in memory and alternate their calls (default: on for CPU, "
+        "off for CUDA, where the two 5B models would not fit side by side for training)",
+    )
+    parser.add_argument(
+        "--compile-action-step",
+        action="store_true",
+        help="build the plugin with compile_action_step=true (warm-up includes compilation)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a torch.profiler table of one action chunk of each policy"
+    )
     parser.add_argument("--output", type=Path, default=None, help="append the markdown report to this file")
     args = parser.parse_args(argv)
 

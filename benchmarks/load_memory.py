@@ -23,7 +23,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -36,8 +35,13 @@ def paper_config(num_layers: int) -> FastWAMConfig:
     """The paper's widths (3072 / 1024, 24 x 128 heads, FFN 14336 / 4096); ``num_layers`` 30 is the 5B model."""
     inputs, outputs = default_features(action_dim=7, state_dim=8, image_size=(224, 448), cameras=2)
     return FastWAMConfig(
-        input_features=inputs, output_features=outputs, device="cpu", dtype="bfloat16",
-        use_pretrained_wan=False, push_to_hub=False, num_layers=num_layers,
+        input_features=inputs,
+        output_features=outputs,
+        device="cpu",
+        dtype="bfloat16",
+        use_pretrained_wan=False,
+        push_to_hub=False,
+        num_layers=num_layers,
     )
 
 
@@ -93,14 +97,26 @@ def load_and_report(path: Path) -> dict:
 
 def builtin_construction_report(num_layers: int) -> dict:
     """LeRobot's built-in policy at the same size: construction alone (no checkpoint), bf16."""
-    from benchmarks.builtin_offline import build_builtin_policy  # noqa: PLC0415
+    from lerobot_fastwam.testing.builtin_offline import build_builtin_policy  # noqa: PLC0415
 
     anon_before = _status_gib("RssAnon")
     start = time.perf_counter()
     policy = build_builtin_policy(
-        7, 8, (224, 448), 2, num_layers=num_layers, num_heads=24, head_dim=128, video_ffn_dim=14336,
-        action_hidden_dim=1024, action_ffn_dim=4096, text_dim=4096, freq_dim=256, dtype="bfloat16",
-        text_max_length=128, seed=None,
+        7,
+        8,
+        (224, 448),
+        2,
+        num_layers=num_layers,
+        num_heads=24,
+        head_dim=128,
+        video_ffn_dim=14336,
+        action_hidden_dim=1024,
+        action_ffn_dim=4096,
+        text_dim=4096,
+        freq_dim=256,
+        dtype="bfloat16",
+        text_max_length=128,
+        seed=None,
     )
     params = sum(p.numel() for p in policy.get_optim_params())
     return {
@@ -115,10 +131,17 @@ def builtin_construction_report(num_layers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--num-layers", type=int, default=30,
-                        help="30: the full model (~12 GB; safetensors' writer needs ~2x that in RAM)")
-    parser.add_argument("--builtin", action="store_true",
-                        help="also construct LeRobot's built-in policy at the same size (fresh process)")
+    parser.add_argument(
+        "--num-layers",
+        type=int,
+        default=30,
+        help="30: the full model (~12 GB; safetensors' writer needs ~2x that in RAM)",
+    )
+    parser.add_argument(
+        "--builtin",
+        action="store_true",
+        help="also construct LeRobot's built-in policy at the same size (fresh process)",
+    )
     parser.add_argument("--load-only", action="store_true", help="(internal) load and print JSON")
     parser.add_argument("--builtin-only", action="store_true", help="(internal) build the built-in, print JSON")
     args = parser.parse_args()

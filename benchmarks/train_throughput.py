@@ -25,8 +25,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-sys.path.insert(0, str(REPO_ROOT / "examples"))
 
 import torch  # noqa: E402
 
@@ -37,15 +35,23 @@ VARIANTS = ("plugin_cached", "plugin_uncached", "builtin")
 def prepare(workdir: Path, config: str) -> None:
     """Synthetic dataset (once per workdir) + its Fast-WAM cache (``cache`` finishes, repairs or rebuilds a
     cache that is incomplete, damaged or stale, and returns at once for a healthy one)."""
-    from synthetic_dataset import make_dataset  # noqa: PLC0415
-
     from lerobot_fastwam.cli import main as fastwam_cli  # noqa: PLC0415
+    from lerobot_fastwam.testing.synthetic_dataset import make_dataset  # noqa: PLC0415
 
     root = workdir / "dataset"
     if not root.exists():
         make_dataset(root, repo_id=REPO_ID, episodes=2, frames=48, cameras=("front", "wrist"), image_hw=(64, 64))
-    fastwam_cli(["cache", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={root}", "--dataset.video_backend=pyav",
-                 f"--policy.preset={config}", "--policy.device=cpu", "--num_workers=0"])
+    fastwam_cli(
+        [
+            "cache",
+            f"--dataset.repo_id={REPO_ID}",
+            f"--dataset.root={root}",
+            "--dataset.video_backend=pyav",
+            f"--policy.preset={config}",
+            "--policy.device=cpu",
+            "--num_workers=0",
+        ]
+    )
 
 
 def run_variant(variant: str, workdir: Path, config: str, batch_size: int, steps: int, warmup: int) -> dict:
@@ -62,19 +68,34 @@ def run_variant(variant: str, workdir: Path, config: str, batch_size: int, steps
     features = dataset_to_policy_features(meta.features)
     inputs = {k: f for k, f in features.items() if k != "action"}
     outputs = {"action": features["action"]}
-    plugin_config = FastWAMConfig(preset=config, device="cpu", input_features=inputs, output_features=outputs,
-                                  use_latent_cache=variant == "plugin_cached")
+    plugin_config = FastWAMConfig(
+        preset=config,
+        device="cpu",
+        input_features=inputs,
+        output_features=outputs,
+        use_latent_cache=variant == "plugin_cached",
+    )
     if variant == "builtin":
-        from benchmarks.builtin_offline import build_builtin_policy  # noqa: PLC0415
+        from lerobot_fastwam.testing.builtin_offline import build_builtin_policy  # noqa: PLC0415
 
         p = PRESETS[config]
         policy = build_builtin_policy(
-            meta.features["action"]["shape"][0], meta.features["observation.state"]["shape"][0], p["image_size"], 2,
-            num_layers=p["num_layers"], num_heads=p["num_heads"], head_dim=p["head_dim"],
-            video_ffn_dim=p["video_ffn_dim"], action_hidden_dim=p["action_hidden_dim"],
-            action_ffn_dim=p["action_ffn_dim"], text_dim=p["text_dim"], freq_dim=p["freq_dim"],
-            text_max_length=plugin_config.text_max_length, vae_base_dim=plugin_config.random_vae_base_dim,
-            text_encoder_layers=plugin_config.random_text_encoder_layers, seed=None,
+            meta.features["action"]["shape"][0],
+            meta.features["observation.state"]["shape"][0],
+            p["image_size"],
+            2,
+            num_layers=p["num_layers"],
+            num_heads=p["num_heads"],
+            head_dim=p["head_dim"],
+            video_ffn_dim=p["video_ffn_dim"],
+            action_hidden_dim=p["action_hidden_dim"],
+            action_ffn_dim=p["action_ffn_dim"],
+            text_dim=p["text_dim"],
+            freq_dim=p["freq_dim"],
+            text_max_length=plugin_config.text_max_length,
+            vae_base_dim=plugin_config.random_vae_base_dim,
+            text_encoder_layers=plugin_config.random_text_encoder_layers,
+            seed=None,
         )
         # The built-in derives its camera keys from the dataset: give it this dataset's (sorted, as it does).
         policy.config.set_dataset_feature_metadata(meta.features)
@@ -82,8 +103,9 @@ def run_variant(variant: str, workdir: Path, config: str, batch_size: int, steps
         policy = FastWAMPolicy(plugin_config, dataset_meta=meta)
     delta = resolve_delta_timestamps(plugin_config, meta)
     dataset = LeRobotDataset(REPO_ID, root=root, delta_timestamps=delta, video_backend="pyav")
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0)
+    )
     batches = []
     for batch in loader:
         batches.append(batch)
@@ -130,8 +152,22 @@ def main() -> None:
     prepare(workdir, args.config)
     rows = []
     for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", variant, "--workdir", str(workdir), "--config", args.config,
-               "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--variant",
+            variant,
+            "--workdir",
+            str(workdir),
+            "--config",
+            args.config,
+            "--batch-size",
+            str(args.batch_size),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base = next(r for r in rows if r["variant"] == "builtin")["samples_per_s"]
@@ -139,8 +175,10 @@ def main() -> None:
     print("| variant | step (ms) | samples/s | vs built-in | peak RSS (GiB) | VAE + umT5 loaded |")
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['step_ms']} | {r['samples_per_s']} | {r['samples_per_s'] / base:.2f}x "
-              f"| {r['peak_rss_gib']} | {r['vae_and_umt5_loaded']} |")
+        print(
+            f"| {r['variant']} | {r['step_ms']} | {r['samples_per_s']} | {r['samples_per_s'] / base:.2f}x "
+            f"| {r['peak_rss_gib']} | {r['vae_and_umt5_loaded']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Everything runs offline on CPU in a couple of minutes: the tiny preset (`--policy.preset=tiny`) builds small
 random frozen encoders instead of downloading Wan2.2, and the dataset is a synthetic LeRobotDataset v3
 (two cameras stored as video, a 6-D state, 6-D actions, two language tasks) written by
-`examples/synthetic_dataset.py`.
+`lerobot_fastwam/testing/synthetic_dataset.py`.
 
     python examples/train_and_predict.py --output-dir /tmp/fastwam_demo --steps 200
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tiny preset needs nothing from the Hub
 
-from synthetic_dataset import make_dataset  # noqa: E402  (examples/ is on sys.path as a script)
+from lerobot_fastwam.testing.synthetic_dataset import make_dataset  # noqa: E402
 
 REPO_ID = "local/fastwam_demo"
 LOG_STEP = re.compile(r"(step:\d+ smpl:.*)$")
@@ -44,12 +44,20 @@ LOG_STEP = re.compile(r"(step:\d+ smpl:.*)$")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/fastwam_demo"),
-                        help="where the dataset, the training run and its log go (replaced on each run)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("outputs/fastwam_demo"),
+        help="where the dataset, the training run and its log go (replaced on each run)",
+    )
     parser.add_argument("--steps", type=int, default=200, help="training steps (~0.2 s each on 2 CPU cores)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3,
-                        help="peak learning rate (the paper's 1e-4 is for long runs; the demo is short)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=3e-3,
+        help="peak learning rate (the paper's 1e-4 is for long runs; the demo is short)",
+    )
     parser.add_argument("--episodes", type=int, default=4, help="episodes in the synthetic dataset")
     parser.add_argument("--frames", type=int, default=64, help="frames per episode")
     parser.add_argument("--num-predict", type=int, default=4, help="dataset frames to predict chunks for")
@@ -120,14 +128,18 @@ def predict(args: argparse.Namespace, data_root: Path, checkpoint: Path) -> None
         preprocessor_overrides={"device_processor": {"device": args.device}},
     )
     cfg = policy.config
-    print(f"\nloaded {checkpoint} in {time.perf_counter() - start:.2f} s: cameras {cfg.ordered_camera_keys} "
-          f"tiled to {list(cfg.image_size)}, chunk {cfg.chunk_size} x {cfg.action_dim} actions, "
-          f"{sum(p.numel() for p in policy.model.parameters()):,} parameters in the trained network")
+    print(
+        f"\nloaded {checkpoint} in {time.perf_counter() - start:.2f} s: cameras {cfg.ordered_camera_keys} "
+        f"tiled to {list(cfg.image_size)}, chunk {cfg.chunk_size} x {cfg.action_dim} actions, "
+        f"{sum(p.numel() for p in policy.model.parameters()):,} parameters in the trained network"
+    )
 
     # Observations at single frames; the ground-truth chunk is the next `chunk_size` recorded actions.
     fps = LeRobotDatasetMetadata(REPO_ID, root=data_root).fps
     dataset = LeRobotDataset(
-        REPO_ID, root=data_root, video_backend="pyav",
+        REPO_ID,
+        root=data_root,
+        video_backend="pyav",
         delta_timestamps={"action": [i / fps for i in range(cfg.chunk_size)]},
     )
     last_start = len(dataset) - cfg.chunk_size
@@ -137,9 +149,11 @@ def predict(args: argparse.Namespace, data_root: Path, checkpoint: Path) -> None
     observation["task"] = [item["task"] for item in items]
     truth = torch.stack([item["action"] for item in items])  # [B, chunk, A], in dataset units
     valid = ~torch.stack([item["action_is_pad"] for item in items])  # steps past an episode's end are padding
-    print("observation batch: " + ", ".join(
-        f"{k} {tuple(v.shape)}" for k, v in observation.items() if isinstance(v, torch.Tensor)
-    ) + f", {len(observation['task'])} tasks")
+    print(
+        "observation batch: "
+        + ", ".join(f"{k} {tuple(v.shape)}" for k, v in observation.items() if isinstance(v, torch.Tensor))
+        + f", {len(observation['task'])} tasks"
+    )
 
     timings = []
     for _ in range(3):  # the first call also encodes the task strings (then cached)
@@ -148,9 +162,11 @@ def predict(args: argparse.Namespace, data_root: Path, checkpoint: Path) -> None
         chunk = postprocessor(policy.predict_action_chunk(batch))
         timings.append(time.perf_counter() - start)
     chunk = chunk.cpu()
-    print(f"predicted chunk {tuple(chunk.shape)} ({cfg.num_inference_steps} denoising steps); batch of "
-          f"{len(indices)}: first call {timings[0] * 1e3:.0f} ms, then {min(timings[1:]) * 1e3:.0f} ms "
-          f"({min(timings[1:]) / len(indices) * 1e3:.0f} ms per observation)")
+    print(
+        f"predicted chunk {tuple(chunk.shape)} ({cfg.num_inference_steps} denoising steps); batch of "
+        f"{len(indices)}: first call {timings[0] * 1e3:.0f} ms, then {min(timings[1:]) * 1e3:.0f} ms "
+        f"({min(timings[1:]) / len(indices) * 1e3:.0f} ms per observation)"
+    )
 
     stats = dataset.meta.stats["action"]
     mean = torch.as_tensor(stats["mean"], dtype=torch.float32)
@@ -162,11 +178,14 @@ def predict(args: argparse.Namespace, data_root: Path, checkpoint: Path) -> None
     for name, prediction in baselines.items():
         error = (prediction - truth).abs()[valid]
         first = (prediction[:, 0] - truth[:, 0]).abs().mean()
-        print(f"  {name:>20}: MAE {error.mean():.4f}  RMSE {error.pow(2).mean().sqrt():.4f}  "
-              f"first-step MAE {first:.4f}")
+        print(
+            f"  {name:>20}: MAE {error.mean():.4f}  RMSE {error.pow(2).mean().sqrt():.4f}  first-step MAE {first:.4f}"
+        )
     spread = lambda x: float(x.std(dim=0).mean())  # noqa: E731  (how much a chunk varies across frames)
-    print(f"  spread of the chunks across the {len(indices)} frames: policy {spread(chunk):.3f}, "
-          f"recorded {spread(truth):.3f} (a policy that ignores its observation has spread ~0)")
+    print(
+        f"  spread of the chunks across the {len(indices)} frames: policy {spread(chunk):.3f}, "
+        f"recorded {spread(truth):.3f} (a policy that ignores its observation has spread ~0)"
+    )
 
     def fmt(rows):
         return "  ".join("[" + ", ".join(f"{v:+.2f}" for v in row) + "]" for row in rows.tolist())
@@ -182,8 +201,10 @@ def predict(args: argparse.Namespace, data_root: Path, checkpoint: Path) -> None
     start = time.perf_counter()
     actions = [postprocessor(policy.select_action(one)) for _ in range(cfg.n_action_steps)]
     elapsed = time.perf_counter() - start
-    print(f"\nselect_action: {len(actions)} actions of shape {tuple(actions[0].shape)} in {elapsed * 1e3:.0f} ms "
-          f"(one chunk prediction, then {cfg.n_action_steps - 1} queue pops)")
+    print(
+        f"\nselect_action: {len(actions)} actions of shape {tuple(actions[0].shape)} in {elapsed * 1e3:.0f} ms "
+        f"(one chunk prediction, then {cfg.n_action_steps - 1} queue pops)"
+    )
 
 
 def main() -> None:
@@ -196,9 +217,12 @@ def main() -> None:
 
     start = time.perf_counter()
     dataset = make_dataset(data_root, repo_id=REPO_ID, episodes=args.episodes, frames=args.frames)
-    print(f"wrote {dataset.meta.total_episodes} episodes / {dataset.meta.total_frames} frames "
-          f"({', '.join(dataset.meta.camera_keys)} as video) to {data_root} in "
-          f"{time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"wrote {dataset.meta.total_episodes} episodes / {dataset.meta.total_frames} frames "
+        f"({', '.join(dataset.meta.camera_keys)} as video) to {data_root} in "
+        f"{time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
 
     checkpoint = train(args, data_root, train_dir, log_path)
     predict(args, data_root, checkpoint)

@@ -28,7 +28,7 @@ class ActionTransformerBlock(WanTransformerBlock):
     the MoT layer loop treats both experts' blocks alike.
     """
 
-    def __init__(self, dim: int, ffn_dim: int, num_heads: int, head_dim: int, eps: float = 1e-6):
+    def __init__(self, *, dim: int, ffn_dim: int, num_heads: int, head_dim: int, eps: float = 1e-6):
         nn.Module.__init__(self)
         self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.attn1 = WanAttention(dim, heads=num_heads, dim_head=head_dim, eps=eps, processor=WanAttnProcessor())
@@ -47,8 +47,11 @@ class ActionTransformerBlock(WanTransformerBlock):
 
 
 class ActionExpert(nn.Module):
+    """The action expert. ``max_actions``: the longest chunk its RoPE table covers (positions 0..max_actions-1)."""
+
     def __init__(
         self,
+        *,
         action_dim: int,
         hidden_dim: int,
         ffn_dim: int,
@@ -57,6 +60,7 @@ class ActionExpert(nn.Module):
         head_dim: int,
         text_dim: int,
         freq_dim: int,
+        max_actions: int,
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -65,19 +69,19 @@ class ActionExpert(nn.Module):
             dim=hidden_dim, time_freq_dim=freq_dim, time_proj_dim=hidden_dim * 6, text_embed_dim=text_dim
         )
         self.blocks = nn.ModuleList(
-            [ActionTransformerBlock(hidden_dim, ffn_dim, num_heads, head_dim, eps) for _ in range(num_layers)]
+            [
+                ActionTransformerBlock(dim=hidden_dim, ffn_dim=ffn_dim, num_heads=num_heads, head_dim=head_dim, eps=eps)
+                for _ in range(num_layers)
+            ]
         )
         self.action_out = nn.Linear(hidden_dim, action_dim)
-        self.head_dim = head_dim
-
-    def build_rope(self, max_actions: int, device: torch.device | str = "cpu") -> None:
-        """1D RoPE over the full head dim, positions 0..max_actions-1, theta 10000 (not learned).
-
-        Called by the owner after construction, which may run on the meta device."""
-        freqs = get_1d_rotary_pos_embed(
-            self.head_dim, max_actions, theta=10000.0, use_real=False, freqs_dtype=torch.float64
-        )
-        self.register_buffer("rope_freqs", freqs.to(torch.complex64).to(device), persistent=False)
+        # 1D RoPE over the full head dim, theta 10000. Computed, not learned: built on the CPU (a real table also
+        # when the weights are created on the meta device) and moved with the module.
+        with torch.device("cpu"):
+            freqs = get_1d_rotary_pos_embed(
+                head_dim, max_actions, theta=10000.0, use_real=False, freqs_dtype=torch.float64
+            )
+            self.register_buffer("rope_freqs", freqs.to(torch.complex64), persistent=False)
 
     def rope(self, num_actions: int) -> torch.Tensor:
         """Complex RoPE rotations ``[1, num_actions, 1, head_dim / 2]`` for positions 0..num_actions-1."""

@@ -1,16 +1,21 @@
-"""The Fast-WAM attention mask, computed without a mask.
+"""The attention masks of one Mixture-of-Transformers layer, computed without a mask.
 
-The joint sequence of one Mixture-of-Transformers layer is ``[F0 | Ff | A]``: the clean first latent frame,
-the noisy future latent frames, and the action tokens. The mask of the paper (reference section 3):
+The joint sequence of one layer is ``[F0 | Ff | A]``: the clean first latent frame, the noisy future latent
+frames, and the action tokens. Every mask variant lives here, named by ``mask`` (``MASKS``); the layer loop
+(``mot.MixtureOfTransformers``) only passes the name through. ``"fastwam"`` is the paper's mask (reference
+section 3):
 
     query \\ key   F0    Ff    A
     F0             yes   no    no
     Ff             yes   yes   no
     A              yes   no    yes
 
+``"video_bidirectional"`` differs in one cell: F0 also reads Ff (plain bidirectional video attention, as in Wan
+itself). It exists to compare the video expert with diffusers' ``WanTransformer3DModel``.
+
 Every query group reads one contiguous key range of ``[F0 | Ff]`` or ``[F0 | A]``, so the masked attention is
-exactly three unmasked attention calls, which the fused kernels (flash / memory-efficient SDPA, xformers) run.
-``dense_reference_mask`` builds the same mask as a boolean matrix; it exists to document and test the
+exactly a few unmasked attention calls, which the fused kernels (flash / memory-efficient SDPA, xformers) run.
+``dense_reference_mask`` builds the same masks as boolean matrices; it exists to document and test the
 equivalence, and is never used on the model's path.
 
 Tensors here are laid out ``[batch, tokens, heads, head_dim]``.
@@ -68,49 +73,58 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sd
     return out.flatten(2)
 
 
-def fastwam_attention(
+MASKS = ("fastwam", "video_bidirectional")
+
+
+def check_mask(mask: str) -> str:
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
+    return mask
+
+
+def mot_attention(
     video_qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     action_qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
     first_frame_len: int,
+    mask: str = "fastwam",
     backend: str = "sdpa",
-    isolate_first_frame: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One MoT layer's attention over ``[F0 | Ff | A]`` under the Fast-WAM mask, as contiguous-range calls.
+    """One MoT layer's attention over ``[F0 | Ff | A]`` under ``mask`` (see ``MASKS``), as contiguous-range calls.
 
     Args:
         video_qkv: queries, keys, values of the video tokens (F0 then Ff), ``[B, Lv, H, D]`` each.
         action_qkv: the same for the action tokens, or None for a video-only pass.
         first_frame_len: tokens of the clean first latent frame (F0).
-        isolate_first_frame: False lets F0 also read the future frames (plain bidirectional video
-            attention, as in Wan itself). Used to compare the video expert against diffusers.
+        mask: ``"fastwam"`` (the paper's), or ``"video_bidirectional"`` (F0 also reads Ff).
+        backend: ``"sdpa"`` or ``"xformers"`` (``resolve_backend``).
 
     Returns:
         (video output ``[B, Lv, H * D]``, action output ``[B, La, H * D]`` or None).
     """
+    check_mask(mask)
     q, k, v = video_qkv
     n0 = first_frame_len
-    if isolate_first_frame and q.shape[1] > n0:
+    if mask == "video_bidirectional" or q.shape[1] == n0:  # every video query reads all video keys
+        video_out = attend(q, k, v, backend)
+    else:  # "fastwam": F0 reads F0 only; Ff reads F0 and Ff
         video_out = torch.cat(
             [attend(q[:, :n0], k[:, :n0], v[:, :n0], backend), attend(q[:, n0:], k, v, backend)], dim=1
         )
-    else:  # F0 alone (its own attention), or bidirectional video
-        video_out = attend(q, k, v, backend)
     if action_qkv is None:
         return video_out, None
-    q_a, k_a, v_a = action_qkv
-    action_out = attend(
-        q_a, torch.cat([k[:, :n0], k_a], dim=1), torch.cat([v[:, :n0], v_a], dim=1), backend
-    )
+    q_a, k_a, v_a = action_qkv  # actions read F0 and each other, never the future frames
+    action_out = attend(q_a, torch.cat([k[:, :n0], k_a], dim=1), torch.cat([v[:, :n0], v_a], dim=1), backend)
     return video_out, action_out
 
 
-def dense_reference_mask(first_frame_len: int, future_len: int, action_len: int) -> torch.Tensor:
-    """The Fast-WAM mask as a dense boolean ``[S, S]`` matrix (True = may attend). Tests only."""
+def dense_reference_mask(first_frame_len: int, future_len: int, action_len: int, mask: str = "fastwam") -> torch.Tensor:
+    """``mask`` as a dense boolean ``[S, S]`` matrix (True = may attend). Tests only."""
+    check_mask(mask)
     n0, nv = first_frame_len, first_frame_len + future_len
     total = nv + action_len
-    mask = torch.zeros(total, total, dtype=torch.bool)
-    mask[:n0, :n0] = True  # F0 -> F0
-    mask[n0:nv, :nv] = True  # Ff -> F0, Ff
-    mask[nv:, :n0] = True  # A -> F0
-    mask[nv:, nv:] = True  # A -> A
-    return mask
+    dense = torch.zeros(total, total, dtype=torch.bool)
+    dense[:n0, : nv if mask == "video_bidirectional" else n0] = True  # F0 -> F0 (and Ff when bidirectional)
+    dense[n0:nv, :nv] = True  # Ff -> F0, Ff
+    dense[nv:, :n0] = True  # A -> F0
+    dense[nv:, nv:] = True  # A -> A
+    return dense

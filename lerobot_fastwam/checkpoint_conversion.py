@@ -124,11 +124,32 @@ def is_wan_layout(keys: list[str]) -> bool:
 # Configs of LeRobot's built-in fastwam -> FastWAMConfig fields
 
 BUILTIN_ONLY_FIELDS = {
-    "action_dim", "proprio_dim", "action_horizon", "action_video_freq_ratio", "context_len", "model_id",
-    "tokenizer_model_id", "text_encoder_model_id", "base_model_id", "tokenizer_max_len", "load_text_encoder",
-    "mot_checkpoint_mixed_attn", "torch_dtype", "inference_seed", "rand_device", "text_cfg_scale",
-    "negative_prompt", "sigma_shift", "tiled", "fp32_attention", "use_gradient_checkpointing",
-    "toggle_action_dimensions", "video_scheduler", "action_scheduler", "loss", "video_dit_config",
+    "action_dim",
+    "proprio_dim",
+    "action_horizon",
+    "action_video_freq_ratio",
+    "context_len",
+    "model_id",
+    "tokenizer_model_id",
+    "text_encoder_model_id",
+    "base_model_id",
+    "tokenizer_max_len",
+    "load_text_encoder",
+    "mot_checkpoint_mixed_attn",
+    "torch_dtype",
+    "inference_seed",
+    "rand_device",
+    "text_cfg_scale",
+    "negative_prompt",
+    "sigma_shift",
+    "tiled",
+    "fp32_attention",
+    "use_gradient_checkpointing",
+    "toggle_action_dimensions",
+    "video_scheduler",
+    "action_scheduler",
+    "loss",
+    "video_dit_config",
     "action_dit_config",
 }
 
@@ -309,8 +330,12 @@ OFFICIAL_LAYOUT = (
 _ARCHITECTURE_KEYS = tuple(
     f"mot.mixtures.{key}"
     for key in (
-        "video.patch_embedding.weight", "video.text_embedding.0.weight", "video.time_embedding.0.weight",
-        "video.blocks.0.ffn.0.weight", "action.action_encoder.weight", "action.blocks.0.ffn.0.weight",
+        "video.patch_embedding.weight",
+        "video.text_embedding.0.weight",
+        "video.time_embedding.0.weight",
+        "video.blocks.0.ffn.0.weight",
+        "action.action_encoder.weight",
+        "action.blocks.0.ffn.0.weight",
     )
 )
 # Attention heads of the released Wan video widths, all with 128-wide heads (Wan2.1-1.3B, Wan2.2-TI2V-5B, 14B).
@@ -387,7 +412,7 @@ def official_key(plugin_key: str) -> str:
         return "proprio_encoder." + plugin_key.removeprefix("model.state_encoder.")
     expert, _, rest = plugin_key.removeprefix("model.mot.").partition(".")
     block = re.match(r"blocks\.\d+\.", rest)
-    prefix, rest = (block.group(0), rest[block.end():]) if block else ("", rest)
+    prefix, rest = (block.group(0), rest[block.end() :]) if block else ("", rest)
     if rest == "scale_shift_table":
         return f"mot.mixtures.{expert}.{prefix}{'modulation' if block else 'head.modulation'}"
     table = _INVERSE_BLOCK_NAMES if block else _INVERSE_EMBEDDING_NAMES
@@ -403,7 +428,7 @@ def official_shapes(config, action_dim: int, state_dim: int | None) -> dict[str,
     """Every tensor (official name -> shape) of the model ``config`` describes, from a meta-device build."""
     from .model import FastWAM  # noqa: PLC0415  (diffusers: imported only when converting)
 
-    model = FastWAM(config, action_dim, state_dim)
+    model = FastWAM(config, action_dim=action_dim, state_dim=state_dim)
     return {official_key(f"model.{k}"): tuple(v.shape) for k, v in model.state_dict().items()}
 
 

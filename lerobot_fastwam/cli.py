@@ -1,8 +1,8 @@
 """``lerobot-fastwam``: command-line tools around the policy.
 
-    lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
-    lerobot-fastwam demo --task button-press-topdown-v3 --output DIR [--baseline act]
-    lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
+lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
+lerobot-fastwam demo --task button-press-topdown-v3 --output DIR [--baseline act]
+lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ CONVERSION_DEFAULTS = {
     },
     "robotwin": {
         "camera_keys": [
-            "observation.images.cam_high", "observation.images.cam_left_wrist", "observation.images.cam_right_wrist"
+            "observation.images.cam_high",
+            "observation.images.cam_left_wrist",
+            "observation.images.cam_right_wrist",
         ],
         "camera_layout": "top_and_wrists",
         "image_size": [384, 320],
@@ -140,7 +142,6 @@ def cache(argv: list[str]) -> Path:
 
     from .frozen_encoders import build_latent_encoder, build_prompt_encoder
     from .latent_cache import build_cache
-    from .modeling_fastwam import tiled_frames
 
     cfg = draccus.parse(CacheConfig, args=argv)
     policy = cfg.policy
@@ -152,14 +153,22 @@ def cache(argv: list[str]) -> Path:
     cameras = set(policy.ordered_camera_keys)
     delta = {k: v for k, v in (resolve_delta_timestamps(policy, meta) or {}).items() if k in cameras}
     dataset = LeRobotDataset(
-        cfg.dataset.repo_id, root=cfg.dataset.root, revision=cfg.dataset.revision, delta_timestamps=delta,
+        cfg.dataset.repo_id,
+        root=cfg.dataset.root,
+        revision=cfg.dataset.revision,
+        delta_timestamps=delta,
         video_backend=cfg.dataset.video_backend,
     )
     device = policy.device or "cpu"
     return build_cache(
-        policy, dataset, build_latent_encoder(policy).to(device), build_prompt_encoder(policy).to(device),
-        lambda batch, n: tiled_frames(batch, policy, n), shard_size=cfg.shard_size, batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers, max_shards=cfg.max_shards,
+        policy,
+        dataset,
+        build_latent_encoder(policy).to(device),
+        build_prompt_encoder(policy).to(device),
+        shard_size=cfg.shard_size,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        max_shards=cfg.max_shards,
     )
 
 
@@ -184,27 +193,57 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
     c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")
     c.add_argument("--output", required=True, help="directory to write (usable as --policy.path)")
-    c.add_argument("--benchmark", default="libero", choices=sorted(CONVERSION_DEFAULTS),
-                   help="defaults for the options below from the official data config of this benchmark")
-    c.add_argument("--camera-keys", nargs="+", default=None,
-                   help="cameras in tiling order (LeRobot LIBERO: image, image2; RoboTwin: top, left, right)")
+    c.add_argument(
+        "--benchmark",
+        default="libero",
+        choices=sorted(CONVERSION_DEFAULTS),
+        help="defaults for the options below from the official data config of this benchmark",
+    )
+    c.add_argument(
+        "--camera-keys",
+        nargs="+",
+        default=None,
+        help="cameras in tiling order (LeRobot LIBERO: image, image2; RoboTwin: top, left, right)",
+    )
     c.add_argument("--camera-layout", default=None, choices=["side_by_side", "top_and_wrists"])
     c.add_argument("--image-size", nargs=2, type=int, default=None, metavar=("H", "W"))
-    c.add_argument("--norm", default=None, choices=["min/max", "z-score"],
-                   help="the official norm_default_mode (LIBERO: min/max, RoboTwin: z-score)")
-    c.add_argument("--num-heads", type=int, default=None,
-                   help="attention heads, not recorded in the weights (default: the released Wan model's of that "
-                   "width, 24 for Wan2.2-TI2V-5B)")
-    c.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty --output directory, replacing the converted files in it")
-    c.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"],
-                   help="compute dtype of the converted policy")
+    c.add_argument(
+        "--norm",
+        default=None,
+        choices=["min/max", "z-score"],
+        help="the official norm_default_mode (LIBERO: min/max, RoboTwin: z-score)",
+    )
+    c.add_argument(
+        "--num-heads",
+        type=int,
+        default=None,
+        help="attention heads, not recorded in the weights (default: the released Wan model's of that "
+        "width, 24 for Wan2.2-TI2V-5B)",
+    )
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --output directory, replacing the converted files in it",
+    )
+    c.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float16", "float32"],
+        help="compute dtype of the converted policy",
+    )
     c.add_argument("--text-max-length", type=int, default=128, help="umT5 context length (official: 128)")
     c.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk (10 / 24)")
-    c.add_argument("--libero-gripper", action=argparse.BooleanOptionalAction, default=None,
-                   help="map the gripper action back to LIBERO's convention in the postprocessor")
-    c.add_argument("--wan-model-id", default="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
-                   help="Wan2.2 Diffusers repo (id or local dir) for the frozen VAE and text encoder")
+    c.add_argument(
+        "--libero-gripper",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="map the gripper action back to LIBERO's convention in the postprocessor",
+    )
+    c.add_argument(
+        "--wan-model-id",
+        default="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        help="Wan2.2 Diffusers repo (id or local dir) for the frozen VAE and text encoder",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "convert":

@@ -7,20 +7,15 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-# The built-in policy registers the type "fastwam" when its config module is imported; import it first so
-# that our registration below replaces it instead of being replaced by it.
-import draccus
-import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401
 import torch
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
-from lerobot.optim import AdamWConfig, CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
+from lerobot.optim import CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from .camera_layout import LAYOUTS, tile_sizes
+from .camera_layout import LAYOUTS, check_camera_aspect, tile_sizes
 
 WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
@@ -149,24 +144,10 @@ def _check_range(name: str, value, low: float | str, high: float | None) -> None
         allowed = "> 0" if low == "0<" else f">= {low}" + (f" and <= {high}" if high is not None else "")
         raise ValueError(f"`{name}` must be {allowed}, got {value!r} (--policy.{name}).")
 
+
 VAE_SPATIAL_COMPRESSION = 16  # Wan2.2 VAE: 16x16 pixels per latent
 VAE_TEMPORAL_COMPRESSION = 4  # and 4 frames per latent frame after the first
 PATCH_SIZE = (1, 2, 2)  # DiT patch on the latent grid: one token covers 32x32 pixels
-
-
-@OptimizerConfig.register_subclass("fastwam_fused_adamw")
-@dataclass
-class FusedAdamWConfig(AdamWConfig):
-    """LeRobot's AdamW with PyTorch's fused implementation: the same update, one kernel over all parameters
-    instead of a loop over tensors (CUDA and CPU), falling back to the multi-tensor one elsewhere."""
-
-    def build(self, params):
-        kwargs = asdict(self)
-        kwargs.pop("grad_clip_norm")
-        try:
-            return torch.optim.AdamW(params, fused=True, **kwargs)
-        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-            return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
 @dataclass
@@ -241,9 +222,7 @@ class FastWAMConfig(PreTrainedConfig):
     use_pretrained_wan: bool | None = None  # False: small fixed-seed random VAE / text encoder (tests, demos)
     pretrained_model_id: str = WAN22_TI2V_5B_DIFFUSERS
     text_max_length: int | None = None
-    prompt_template: str = (
-        "A video recorded from a robot's point of view executing the following instruction: {task}"
-    )
+    prompt_template: str = "A video recorded from a robot's point of view executing the following instruction: {task}"
     text_cache_size: int = 512
     random_vae_base_dim: int | None = None
     random_text_encoder_layers: int | None = None
@@ -264,7 +243,8 @@ class FastWAMConfig(PreTrainedConfig):
     # action min/max saved with the checkpoint) widened by this fraction of the range on each side; None: off.
     action_clamp_margin: float | None = 0.05
 
-    # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, 5% warm-up, cosine to 1%, clip 1.0)
+    # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, warm-up over the first 5 percent of the steps,
+    # cosine decay to 1 percent of the peak, gradient clip 1.0)
     optimizer_lr: float = 1e-4
     optimizer_betas: tuple[float, float] = (0.9, 0.95)
     optimizer_weight_decay: float = 0.01
@@ -289,9 +269,7 @@ class FastWAMConfig(PreTrainedConfig):
                 f"n_obs_steps must be 1 (Fast-WAM conditions on the current frame only), got {self.n_obs_steps}."
             )
         if self.n_action_steps > self.chunk_size:
-            raise ValueError(
-                f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size})."
-            )
+            raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size}).")
         if not all(0 <= beta < 1 for beta in self.optimizer_betas):
             raise ValueError(f"optimizer_betas must each be in [0, 1), got {self.optimizer_betas}.")
         if self.video_loss_weight == 0 and self.action_loss_weight == 0:
@@ -330,16 +308,10 @@ class FastWAMConfig(PreTrainedConfig):
             ):
                 raise ValueError("latent_mean must be finite and latent_std finite and positive.")
         if self.attention_backend not in ("sdpa", "xformers", "auto"):
-            raise ValueError(
-                f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}."
-            )
+            raise ValueError(f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}.")
 
     # ----------------------------------------------------------------------------------------------
     # Derived structure
-    @property
-    def video_hidden_dim(self) -> int:
-        return self.num_heads * self.head_dim
-
     @property
     def torch_dtype(self) -> torch.dtype:
         """The compute dtype (``dtype``) as a torch dtype."""
@@ -365,15 +337,6 @@ class FastWAMConfig(PreTrainedConfig):
         return dict(zip(keys, tile_sizes(self.camera_layout, self.image_size, len(keys)), strict=True))
 
     @property
-    def latent_grid(self) -> tuple[int, int]:
-        return self.image_size[0] // VAE_SPATIAL_COMPRESSION, self.image_size[1] // VAE_SPATIAL_COMPRESSION
-
-    @property
-    def tokens_per_latent_frame(self) -> int:
-        h, w = self.latent_grid
-        return (h // PATCH_SIZE[1]) * (w // PATCH_SIZE[2])
-
-    @property
     def num_latent_frames(self) -> int:
         return 1 + (self.num_video_frames - 1) // VAE_TEMPORAL_COMPRESSION
 
@@ -391,7 +354,9 @@ class FastWAMConfig(PreTrainedConfig):
     def reward_delta_indices(self) -> None:
         return None
 
-    def get_optimizer_preset(self) -> FusedAdamWConfig:
+    def get_optimizer_preset(self) -> OptimizerConfig:
+        from .plugin import FusedAdamWConfig  # noqa: PLC0415  (registered with LeRobot by the plugin)
+
         return FusedAdamWConfig(
             lr=self.optimizer_lr,
             betas=self.optimizer_betas,
@@ -429,18 +394,6 @@ class FastWAMConfig(PreTrainedConfig):
             check_camera_aspect(key, shape[1], shape[2], target_h, target_w, self.camera_layout)
 
 
-def check_camera_aspect(key: str, height: int, width: int, target_h: int, target_w: int, layout: str) -> None:
-    """A camera may be resized but never stretched: its aspect ratio must match its tile."""
-    if height * target_w == width * target_h:
-        return
-    raise ValueError(
-        f"Camera `{key}` is {height}x{width} (aspect {width / height:.3f}) but Fast-WAM tiles it into "
-        f"{target_h}x{target_w} (aspect {target_w / target_h:.3f}, camera_layout={layout!r}); resizing would "
-        "stretch it. Set `--policy.image_size` (and `--policy.camera_layout`) so every camera tile keeps its "
-        "camera's aspect ratio, or crop the camera to the trained layout."
-    )
-
-
 def default_features(action_dim: int, state_dim: int | None, image_size: tuple[int, int], cameras: int = 1):
     """Input/output features for building a policy without a dataset (tests, benchmarks)."""
     height, width = image_size
@@ -451,48 +404,3 @@ def default_features(action_dim: int, state_dim: int | None, image_size: tuple[i
     if state_dim is not None:
         inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (state_dim,))
     return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))}
-
-
-def register_as_fastwam() -> bool:
-    """Make ``--policy.type=fastwam`` resolve to this plugin. Returns True the first time it takes over."""
-    registry = PreTrainedConfig._choice_registry
-    replaced = registry.get("fastwam") is not FastWAMConfig
-    registry["fastwam"] = FastWAMConfig
-    return replaced
-
-
-_TOOK_OVER_BUILTIN = register_as_fastwam()
-
-
-def _install_builtin_config_translation() -> None:
-    """Let ``PreTrainedConfig.from_pretrained`` read configs saved by LeRobot's built-in fastwam.
-
-    Every LeRobot entry point (``--policy.path`` in lerobot-eval / lerobot-rollout / lerobot-train, and
-    ``from_pretrained``) parses a checkpoint's config through this one classmethod, on the base class. A
-    built-in config (type ``fastwam`` with the built-in's fields) is translated to this plugin's fields in a
-    temporary copy of the directory; everything else goes to LeRobot's implementation untouched.
-    """
-    original = PreTrainedConfig.from_pretrained.__func__
-    if getattr(original, "_fastwam_translates", False):
-        return
-
-    def from_pretrained(cls, pretrained_name_or_path, **kwargs):
-        from .checkpoint_conversion import load_translated_builtin_config  # noqa: PLC0415
-
-        try:
-            with load_translated_builtin_config(pretrained_name_or_path, kwargs) as path:
-                return original(cls, path, **kwargs)
-        except (json.JSONDecodeError, draccus.utils.ParsingError) as err:
-            # draccus reports "Couldn't instantiate class"; the reason (a refused value) is its cause.
-            cause = f" ({type(err.__cause__).__name__}: {err.__cause__})" if err.__cause__ else ""
-            raise ValueError(
-                f"Cannot read the policy config.json of {pretrained_name_or_path}: {err}{cause}. Fix that value, "
-                "or re-download / re-save the checkpoint if the file is damaged."
-            ) from err
-
-    from_pretrained._fastwam_translates = True
-    from_pretrained.__doc__ = original.__doc__
-    PreTrainedConfig.from_pretrained = classmethod(from_pretrained)
-
-
-_install_builtin_config_translation()

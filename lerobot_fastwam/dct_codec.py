@@ -25,11 +25,14 @@ LUMA_COEFFICIENTS = 32
 COLOR_COEFFICIENTS = 8  # per opponent-colour channel; 32 + 2 * 8 = 48 channels
 
 # Rows: luminance, red-green, yellow-blue; orthonormal, so the colour transform keeps the codec orthonormal.
-_COLOR = torch.tensor([
-    [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
-    [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
-    [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
-], dtype=torch.float64)
+_COLOR = torch.tensor(
+    [
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)],
+        [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
+        [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)],
+    ],
+    dtype=torch.float64,
+)
 
 
 def dct_matrix(n: int) -> torch.Tensor:
@@ -42,6 +45,7 @@ def dct_matrix(n: int) -> torch.Tensor:
 
 def zigzag(n: int) -> list[tuple[int, int]]:
     """2D frequencies ``(u, v)`` of an ``n x n`` block from lowest to highest, in JPEG's zigzag order."""
+
     def rank(uv: tuple[int, int]) -> tuple[int, int]:
         diagonal = uv[0] + uv[1]
         return diagonal, uv[0] if diagonal % 2 else uv[1]

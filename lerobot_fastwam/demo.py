@@ -38,10 +38,17 @@ PROBE_HORIZON = 10  # actions compared per chunk: the executed part (n_action_st
 
 # LeRobot's ACT as measured in ../shared/reference/metaworld-baseline.md (16 M parameters, no pretrained backbone).
 ACT_ARGS = [
-    "--policy.type=act", "--policy.pretrained_backbone_weights=null", "--policy.chunk_size=32",
-    "--policy.n_action_steps=10", "--policy.dim_model=256", "--policy.dim_feedforward=1024",
-    "--policy.n_encoder_layers=2", "--policy.n_vae_encoder_layers=2", "--policy.optimizer_lr=1e-4",
-    "--policy.optimizer_lr_backbone=1e-4", "--batch_size=8",
+    "--policy.type=act",
+    "--policy.pretrained_backbone_weights=null",
+    "--policy.chunk_size=32",
+    "--policy.n_action_steps=10",
+    "--policy.dim_model=256",
+    "--policy.dim_feedforward=1024",
+    "--policy.n_encoder_layers=2",
+    "--policy.n_vae_encoder_layers=2",
+    "--policy.optimizer_lr=1e-4",
+    "--policy.optimizer_lr_backbone=1e-4",
+    "--batch_size=8",
 ]
 STEP_LOG = re.compile(r" step:\S+ .*?loss:([\d.e+-]+)")  # LeRobot rounds the step ("1K"): counted instead
 TIMING_LOG = re.compile(r"updt_s:([\d.]+) data_s:([\d.]+)")
@@ -53,11 +60,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="lerobot-fastwam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", default="button-press-topdown-v3",
-                        help="Meta-World v3 task(s), comma-separated: one language-conditioned policy for all")
+    parser.add_argument(
+        "--task",
+        default="button-press-topdown-v3",
+        help="Meta-World v3 task(s), comma-separated: one language-conditioned policy for all",
+    )
     parser.add_argument("--output", type=Path, default=Path("outputs/fastwam_demo"), help="output directory")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="where the recorded datasets live (default OUTPUT/data; share it between runs)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="where the recorded datasets live (default OUTPUT/data; share it between runs)",
+    )
     parser.add_argument("--episodes", type=int, default=50, help="scripted episodes recorded per task")
     parser.add_argument("--steps", type=int, default=1000, help="training steps (about 0.7 s each on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -65,10 +79,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes per task")
     parser.add_argument("--episode-length", type=int, default=500, help="evaluation step limit (Meta-World: 500)")
     parser.add_argument("--seed", type=int, default=1000, help="training seed; evaluation resets use seed, seed+1, ...")
-    parser.add_argument("--video-loss-weight", type=float, default=1.0,
-                        help="1: video co-training (Fast-WAM); 0: the paper's ablation without it")
-    parser.add_argument("--baseline", choices=["act"], default=None,
-                        help="also train LeRobot's ACT on the same data for the same wall time")
+    parser.add_argument(
+        "--video-loss-weight",
+        type=float,
+        default=1.0,
+        help="1: video co-training (Fast-WAM); 0: the paper's ablation without it",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=["act"],
+        default=None,
+        help="also train LeRobot's ACT on the same data for the same wall time",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--probe-frames", type=int, default=PROBE_FRAMES, help="held-out frames for the probes")
     args, extra = parser.parse_known_args(argv)
@@ -110,8 +132,11 @@ def record(root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int)
     with _native_stderr_to(root.parent / f"{root.name}.record.log"):  # the video encoder's banner per episode
         dataset = record_expert_dataset(tasks, root, repo_id, episodes, seed=seed, progress_file=sys.stdout)
     info = {
-        "spec": spec, "episodes": dataset.meta.total_episodes, "frames": dataset.meta.total_frames,
-        "expert_failures": dataset.expert_failures, "seconds": time.time() - start,
+        "spec": spec,
+        "episodes": dataset.meta.total_episodes,
+        "frames": dataset.meta.total_frames,
+        "expert_failures": dataset.expert_failures,
+        "seconds": time.time() - start,
     }
     marker.write_text(json.dumps(info, indent=2))
     return info
@@ -166,10 +191,20 @@ def _script(name: str) -> str:
 
 def train_command(args, data: Path, out: Path, policy_args: list[str], steps: int) -> list[str]:
     return [
-        _script("lerobot-train"), *policy_args, f"--policy.device={args.device}", "--policy.push_to_hub=false",
-        "--dataset.repo_id=" + _repo_id(args.tasks), f"--dataset.root={data}", "--dataset.video_backend=pyav",
-        f"--steps={steps}", f"--save_freq={steps}", f"--log_freq={log_freq(steps)}",
-        "--num_workers=1", f"--seed={args.seed}", "--wandb.enable=false", f"--output_dir={out}",
+        _script("lerobot-train"),
+        *policy_args,
+        f"--policy.device={args.device}",
+        "--policy.push_to_hub=false",
+        "--dataset.repo_id=" + _repo_id(args.tasks),
+        f"--dataset.root={data}",
+        "--dataset.video_backend=pyav",
+        f"--steps={steps}",
+        f"--save_freq={steps}",
+        f"--log_freq={log_freq(steps)}",
+        "--num_workers=1",
+        f"--seed={args.seed}",
+        "--wandb.enable=false",
+        f"--output_dir={out}",
     ]
 
 
@@ -179,10 +214,14 @@ def log_freq(steps: int) -> int:
 
 def fastwam_policy_args(args) -> list[str]:
     return [
-        "--policy.type=fastwam", "--policy.preset=cpu", f"--policy.optimizer_lr={args.lr}",
+        "--policy.type=fastwam",
+        "--policy.preset=cpu",
+        f"--policy.optimizer_lr={args.lr}",
         f"--policy.scheduler_warmup_steps={max(1, args.steps // 20)}",
-        f"--policy.scheduler_decay_steps={args.steps}", f"--policy.scheduler_decay_lr={args.lr / 100}",
-        f"--policy.video_loss_weight={args.video_loss_weight}", f"--batch_size={args.batch_size}",
+        f"--policy.scheduler_decay_steps={args.steps}",
+        f"--policy.scheduler_decay_lr={args.lr / 100}",
+        f"--policy.video_loss_weight={args.video_loss_weight}",
+        f"--batch_size={args.batch_size}",
         *args.train_args,
     ]
 
@@ -192,10 +231,17 @@ def evaluate(args, checkpoint: Path, out: Path, log: Path) -> dict[str, Any]:
     if out.exists():
         shutil.rmtree(out)
     command = [
-        _script("lerobot-eval"), f"--policy.path={checkpoint}", f"--policy.device={args.device}",
-        "--env.type=metaworld_cpu", f"--env.task={','.join(args.tasks)}",
-        f"--env.episode_length={args.episode_length}", f"--eval.n_episodes={args.eval_episodes}",
-        "--eval.batch_size=1", "--eval.use_async_envs=false", f"--seed={args.seed}", f"--output_dir={out}",
+        _script("lerobot-eval"),
+        f"--policy.path={checkpoint}",
+        f"--policy.device={args.device}",
+        "--env.type=metaworld_cpu",
+        f"--env.task={','.join(args.tasks)}",
+        f"--env.episode_length={args.episode_length}",
+        f"--eval.n_episodes={args.eval_episodes}",
+        "--eval.batch_size=1",
+        "--eval.use_async_envs=false",
+        f"--seed={args.seed}",
+        f"--output_dir={out}",
     ]
     seconds = run_logged(command, log, f"lerobot-eval {checkpoint.parent.parent.parent.name}")
     info = json.loads((out / "eval_info.json").read_text())
@@ -241,7 +287,8 @@ def future_strip(loaded, heldout: Path, repo_id: str, path: Path) -> None:
     item = dataset[0]
     observation = {  # the current frame of each camera, as a batch of one
         k: (v[0] if k in cfg.ordered_camera_keys else v).unsqueeze(0)
-        for k, v in item.items() if k.startswith("observation.")
+        for k, v in item.items()
+        if k.startswith("observation.")
     }
     observation["task"] = [item["task"]]
     imagined, _ = policy.predict_future_frames(pre(observation))
@@ -292,8 +339,9 @@ def calibrate_steps(args, data: Path, out: Path, policy_args: list[str], seconds
     """Steps of a policy that fill ``seconds`` of lerobot-train wall time: a short run measures its start-up
     and seconds per step on this machine, now."""
     probe_steps = 30
-    wall = run_logged(train_command(args, data, out, policy_args, probe_steps), out.with_suffix(".log"),
-                      "calibrating ACT speed")
+    wall = run_logged(
+        train_command(args, data, out, policy_args, probe_steps), out.with_suffix(".log"), "calibrating ACT speed"
+    )
     timings = TIMING_LOG.findall(out.with_suffix(".log").read_text())
     per_step = float(timings[-1][0]) + float(timings[-1][1])
     startup = max(0.0, wall - probe_steps * per_step)
@@ -322,15 +370,25 @@ def run(argv: list[str]) -> dict[str, Any]:
     from .cli import cache  # noqa: PLC0415
 
     policy_options = [a for a in args.train_args if a.startswith("--policy.")]  # what shapes the cached inputs
-    cache([f"--dataset.repo_id={repo_id}", f"--dataset.root={data}", "--policy.preset=cpu",
-           f"--policy.device={args.device}", "--num_workers=1", *policy_options])
+    cache(
+        [
+            f"--dataset.repo_id={repo_id}",
+            f"--dataset.root={data}",
+            "--policy.preset=cpu",
+            f"--policy.device={args.device}",
+            "--num_workers=1",
+            *policy_options,
+        ]
+    )
 
     _say(f"3/6 training Fast-WAM with lerobot-train ({args.steps} steps)")
     train_dir = out / "train"
     shutil.rmtree(train_dir, ignore_errors=True)
     train_seconds = run_logged(
-        train_command(args, data, train_dir, fastwam_policy_args(args), args.steps), out / "train.log",
-        "lerobot-train fastwam", args.steps,
+        train_command(args, data, train_dir, fastwam_policy_args(args), args.steps),
+        out / "train.log",
+        "lerobot-train fastwam",
+        args.steps,
     )
     checkpoint = train_dir / "checkpoints" / "last" / "pretrained_model"
 
@@ -351,14 +409,21 @@ def run(argv: list[str]) -> dict[str, Any]:
         act_dir = out / "act_train"
         shutil.rmtree(act_dir, ignore_errors=True)
         act_steps = calibrate_steps(args, data, out / "act_calibration", ACT_ARGS, train_seconds)
-        act_seconds = run_logged(train_command(args, data, act_dir, ACT_ARGS, act_steps), out / "act_train.log",
-                                 "lerobot-train act", act_steps)
+        act_seconds = run_logged(
+            train_command(args, data, act_dir, ACT_ARGS, act_steps),
+            out / "act_train.log",
+            "lerobot-train act",
+            act_steps,
+        )
         act_checkpoint = act_dir / "checkpoints" / "last" / "pretrained_model"
         act_eval = evaluate(args, act_checkpoint, out / "act_eval", out / "act_eval.log")
         curves["act"] = training_curve(out / "act_train.log", log_freq(act_steps))
         baseline = {
-            "policy": "act", "checkpoint": str(act_checkpoint), "train_steps": act_steps,
-            "train_seconds": act_seconds, **act_eval,
+            "policy": "act",
+            "checkpoint": str(act_checkpoint),
+            "train_steps": act_steps,
+            "train_seconds": act_seconds,
+            **act_eval,
             **probe(load_policy(act_checkpoint, args.device), args, heldout, data),
         }
     plot_curves(curves, out / "training_curve.png")
@@ -392,8 +457,10 @@ def run(argv: list[str]) -> dict[str, Any]:
     }
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
-    _say(f"success {report['success_rate']:.0%} over {report['n_eval_episodes']} episodes, image dependence "
-         f"{report['image_dependence']:.2f}; report: {out / 'report.md'}")
+    _say(
+        f"success {report['success_rate']:.0%} over {report['n_eval_episodes']} episodes, image dependence "
+        f"{report['image_dependence']:.2f}; report: {out / 'report.md'}"
+    )
     return report
 
 

@@ -2,7 +2,22 @@
 
 Noise level ``s`` in [0, 1]: ``x_s = (1 - s) x0 + s eps``; the network predicts the velocity ``eps - x0`` and
 is conditioned on ``timestep = num_train_timesteps * s``. Training draws ``s = shift u / (1 + (shift - 1) u)``
-with ``u ~ U(0, 1)``; sampling walks the same shift-warped grid from 1 to 0 with Euler steps.
+with ``u ~ U(0, 1)``; sampling walks the same shift warp of ``linspace(1, 0, steps + 1)`` with Euler steps.
+Both follow the official Fast-WAM code and LeRobot's built-in ``WanContinuousFlowMatchScheduler``
+(``sample_training_t``; ``build_inference_schedule``, i.e. Wan2.2's ``get_sampling_sigmas``).
+
+Why not diffusers' ``FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5)``: its defaults give
+other values (pinned by tests/test_cached_inference.py and tests/test_training.py).
+
+- Inference: ``set_timesteps(10)`` spaces 10 levels linearly from ``sigma_max = 1`` to ``sigma_min``, the last
+  level of its training grid (already warped, 0.00498), warps them a second time and appends 0: sigmas
+  1, 0.9757, 0.9463, ..., 0.3951, 0.0244, 0. Ours: 1, 0.9783, 0.9524, ..., 0.5556, 0.3571, 0: every level
+  but the first and the last differs (its last step starts at 0.0244, ours at 0.3571). Given ours explicitly,
+  ``set_timesteps(sigmas=linspace(1, 0, 11)[:-1])`` reproduces them up to float32 rounding (it warps in float32,
+  ours in float64).
+- Training: it holds a discrete grid of 1000 levels, the warp of ``k / 1000`` for k = 1..1000 (timesteps
+  ``1000 * sigma``), which training scripts index; ours draws continuous levels. That grid is, up to float32
+  rounding, the one ``TimestepLossWeight`` normalises over.
 """
 
 from __future__ import annotations

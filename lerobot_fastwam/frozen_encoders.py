@@ -20,6 +20,7 @@ from diffusers import AutoencoderKLWan
 from torch import nn
 from transformers import AutoTokenizer, T5Tokenizer, UMT5Config, UMT5EncoderModel
 
+from .camera_layout import current_frame
 from .dct_codec import DCTVideoCodec
 
 logger = logging.getLogger(__name__)
@@ -69,12 +70,18 @@ def build_prompt_encoder(config) -> PromptEncoder:
     """The config's umT5 prompt encoder: Wan2.2's from ``pretrained_model_id``, or the small random one."""
     if config.use_pretrained_wan:
         encoder = PromptEncoder.pretrained(
-            config.pretrained_model_id, config.torch_dtype, config.text_max_length, config.prompt_template,
+            config.pretrained_model_id,
+            config.torch_dtype,
+            config.text_max_length,
+            config.prompt_template,
             config.text_cache_size,
         )
     else:
         encoder = PromptEncoder.random(
-            config.text_dim, config.random_text_encoder_layers, config.text_max_length, config.prompt_template,
+            config.text_dim,
+            config.random_text_encoder_layers,
+            config.text_max_length,
+            config.prompt_template,
             config.text_cache_size,
         )
     if encoder.text_dim != config.text_dim:
@@ -105,10 +112,19 @@ class LatentEncoder(nn.Module):
         """Wan2.2 VAE layout (16x spatial, 4x temporal, residual, patch 2) at a small width, fixed seed."""
         with _fixed_seed():
             vae = AutoencoderKLWan(
-                base_dim=base_dim, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
-                in_channels=12, out_channels=12, scale_factor_temporal=4, scale_factor_spatial=16,
-                latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,  # placeholders of the right length
+                base_dim=base_dim,
+                z_dim=z_dim,
+                dim_mult=[1, 1, 1, 1],
+                num_res_blocks=1,
+                temperal_downsample=[False, True, True],
+                is_residual=True,
+                patch_size=2,
+                in_channels=12,
+                out_channels=12,
+                scale_factor_temporal=4,
+                scale_factor_spatial=16,
+                latents_mean=[0.0] * z_dim,
+                latents_std=[1.0] * z_dim,  # placeholders of the right length
             )
         return cls(vae)  # random weights have no published statistics: the policy uses the data's
 
@@ -146,14 +162,14 @@ class LatentEncoder(nn.Module):
 
 @torch.no_grad()
 def estimate_latent_stats(
-    encoder: LatentEncoder, dataset, frames_of, max_frames: int = 256, batch_size: int = 32
+    encoder: LatentEncoder, dataset, config, max_frames: int = 256, batch_size: int = 32
 ) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) of the latents of up to ``max_frames`` evenly spaced dataset frames.
 
     Single frames, i.e. the first latent frame of a clip: the DCT codec's later latent frames (means of 4
     frames) share its statistics; a random Wan VAE's need not, which only its small test models see.
 
-    ``frames_of(batch, None)`` gives a batch's tiled current frames (the policy's own tiling). Evenly spaced
+    Frames are tiled as the policy tiles them (``camera_layout.current_frame`` with ``config``). Evenly spaced
     indices make the estimate a function of the dataset alone, so every process and ``lerobot-fastwam cache``
     find the same statistics.
     """
@@ -161,7 +177,7 @@ def estimate_latent_stats(
     indices = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size)
     with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws from the global RNG: keep training's
-        latents = torch.cat([encoder(frames_of(batch, None).to(encoder.device)).cpu() for batch in loader])
+        latents = torch.cat([encoder(current_frame(batch, config).to(encoder.device)).cpu() for batch in loader])
     channels = latents.transpose(0, 1).flatten(1)
     mean, std = channels.mean(dim=1), channels.std(dim=1).clamp(min=1e-6)
     return mean.tolist(), std.tolist()
@@ -205,8 +221,14 @@ class PromptEncoder(nn.Module):
     def random(cls, text_dim: int, num_layers: int, max_length: int, template: str, cache_size: int):
         tokenizer = in_memory_tokenizer()
         config = UMT5Config(
-            vocab_size=len(tokenizer), d_model=text_dim, d_kv=max(text_dim // 4, 8), d_ff=2 * text_dim,
-            num_layers=num_layers, num_heads=4, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+            vocab_size=len(tokenizer),
+            d_model=text_dim,
+            d_kv=max(text_dim // 4, 8),
+            d_ff=2 * text_dim,
+            num_layers=num_layers,
+            num_heads=4,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
         )
         with _fixed_seed():
             encoder = UMT5EncoderModel(config)
@@ -248,7 +270,10 @@ class PromptEncoder(nn.Module):
             if len(ids) > self.max_length:
                 logger.warning(
                     "Fast-WAM: the prompt for task %r has %d tokens and is cut to text_max_length=%d; "
-                    "raise --policy.text_max_length to keep the whole instruction.", task, len(ids), self.max_length,
+                    "raise --policy.text_max_length to keep the whole instruction.",
+                    task,
+                    len(ids),
+                    self.max_length,
                 )
         tokens = self.tokenizer(
             prompts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"

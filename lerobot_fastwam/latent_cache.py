@@ -69,8 +69,10 @@ FILE_HASHES = "file_hashes.json"
 FORMAT_VERSION = 3
 HASH_CHUNK = 1 << 20  # bytes read per hash update
 RECENT_NS = 2_000_000_000  # files modified this recently are not memoised (coarse file-system timestamps)
-REPAIR = ("Rerun `lerobot-fastwam cache` with the same arguments to repair it (only damaged files are "
-          "re-encoded), or train without the cache with --policy.use_latent_cache=false.")
+REPAIR = (
+    "Rerun `lerobot-fastwam cache` with the same arguments to repair it (only damaged files are "
+    "re-encoded), or train without the cache with --policy.use_latent_cache=false."
+)
 
 
 class StaleCacheError(RuntimeError):
@@ -79,8 +81,10 @@ class StaleCacheError(RuntimeError):
 
 def settings_fingerprint(config, dataset_meta) -> dict[str, Any]:
     """The settings and dataset counts the cached tensors depend on (no file is read)."""
-    encoders = config.pretrained_model_id if config.use_pretrained_wan else (
-        f"random(vae_base_dim={config.random_vae_base_dim}, text_layers={config.random_text_encoder_layers})"
+    encoders = (
+        config.pretrained_model_id
+        if config.use_pretrained_wan
+        else (f"random(vae_base_dim={config.random_vae_base_dim}, text_layers={config.random_text_encoder_layers})")
     )
     info = dataset_meta.info
     return {
@@ -208,8 +212,10 @@ class LatentCache:
             self._shards.append(latents)
         contexts = _load_checked(directory, TEXT, manifest["text"])["context"]
         if contexts.shape[0] != len(manifest["tasks"]):
-            raise StaleCacheError(f"The Fast-WAM cache file {directory / TEXT} holds {contexts.shape[0]} task "
-                                  f"embeddings for {len(manifest['tasks'])} tasks. {REPAIR}")
+            raise StaleCacheError(
+                f"The Fast-WAM cache file {directory / TEXT} holds {contexts.shape[0]} task "
+                f"embeddings for {len(manifest['tasks'])} tasks. {REPAIR}"
+            )
         self._text = {task: contexts[i] for i, task in enumerate(manifest["tasks"])}
         stats = manifest["latent_stats"]
         self.latent_stats: tuple[list[float], list[float]] = (stats["mean"], stats["std"])
@@ -251,7 +257,8 @@ class LatentCache:
             )
         logger.info(
             "Fast-WAM: training from the latent cache %s (the VAE and umT5 are not loaded; image augmentation "
-            "by --dataset.image_transforms does not apply to cached latents).", directory,
+            "by --dataset.image_transforms does not apply to cached latents).",
+            directory,
         )
         return cls(directory, manifest)
 
@@ -282,7 +289,6 @@ def build_cache(
     dataset,
     latent_encoder,
     prompt_encoder,
-    frames_of,
     shard_size: int = 1024,
     batch_size: int = 8,
     num_workers: int = 0,
@@ -291,14 +297,15 @@ def build_cache(
 ) -> Path:
     """Encode every window of ``dataset`` (a LeRobotDataset loaded with the policy's delta timestamps).
 
-    ``frames_of(batch, num_frames)`` turns a LeRobot batch into tiled ``[B, 3, T, H, W]`` frames (the policy's
-    own function, so cached and live latents come from the same pixels). A matching cache is resumed: the files
+    Clips are tiled by ``camera_layout.training_clip``, the policy's own function, so cached and live latents
+    come from the same pixels. A matching cache is resumed: the files
     its manifest records are checked (size, SHA-256) and those that fail are encoded again, with the missing
     ones. ``max_shards`` stops after that many new shards (an interruption, for tests). Returns the cache
     directory.
     """
     from tqdm import tqdm  # noqa: PLC0415
 
+    from .camera_layout import training_clip  # noqa: PLC0415
     from .frozen_encoders import estimate_latent_stats  # noqa: PLC0415
 
     directory = cache_dir(dataset.root)
@@ -310,10 +317,18 @@ def build_cache(
     manifest_path = directory / MANIFEST
     manifest = _read_json(manifest_path)
     if (manifest.get("fingerprint"), manifest.get("shard_size"), manifest.get("total_windows")) != (
-        expected, shard_size, total
+        expected,
+        shard_size,
+        total,
     ):
-        manifest = {"fingerprint": expected, "dataset_files": hashes, "shard_size": shard_size,
-                    "total_windows": total, "shards": {}, "complete": False}
+        manifest = {
+            "fingerprint": expected,
+            "dataset_files": hashes,
+            "shard_size": shard_size,
+            "total_windows": total,
+            "shards": {},
+            "complete": False,
+        }
     damaged = [name for name, entry in manifest["shards"].items() if _warn_problem(directory, name, entry)]
     for name in damaged:
         del manifest["shards"][name]
@@ -326,7 +341,7 @@ def build_cache(
     device = latent_encoder.device
 
     if "latent_stats" not in manifest:
-        mean, std = latent_encoder.published_stats or estimate_latent_stats(latent_encoder, dataset, frames_of)
+        mean, std = latent_encoder.published_stats or estimate_latent_stats(latent_encoder, dataset, config)
         manifest["latent_stats"] = {"mean": list(mean), "std": list(std)}
         _write(manifest_path, manifest)
 
@@ -339,8 +354,13 @@ def build_cache(
 
     todo = [shard for shard in range(num_shards) if shard_name(shard) not in manifest["shards"]]
     written = 0
-    bar = tqdm(total=total, desc="Fast-WAM cache", unit="window", disable=not progress,
-               initial=total - sum(min(shard_size, total - s * shard_size) for s in todo))
+    bar = tqdm(
+        total=total,
+        desc="Fast-WAM cache",
+        unit="window",
+        disable=not progress,
+        initial=total - sum(min(shard_size, total - s * shard_size) for s in todo),
+    )
     for shard in todo:
         if max_shards is not None and written >= max_shards:
             break
@@ -350,7 +370,7 @@ def build_cache(
         )
         latents = []
         for batch in loader:
-            frames = frames_of(batch, config.num_video_frames).to(device)
+            frames = training_clip(batch, config, config.num_video_frames).to(device)
             latents.append(latent_encoder(frames).to(dtype).cpu())
             bar.update(frames.shape[0])
         name = shard_name(shard)
@@ -413,8 +433,11 @@ def _file_changes(before: dict[str, str], after: dict[str, str], shown: int = 3)
         "added": sorted(after.keys() - before.keys()),
         "removed": sorted(before.keys() - after.keys()),
     }
-    parts = [f"{label}: {', '.join(names[:shown])}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
-             for label, names in groups.items() if names]
+    parts = [
+        f"{label}: {', '.join(names[:shown])}" + (f" and {len(names) - shown} more" if len(names) > shown else "")
+        for label, names in groups.items()
+        if names
+    ]
     return "; ".join(parts) or "their content digest differs"
 
 

@@ -51,8 +51,12 @@ def _env_class():
             kwargs.setdefault("camera_name", "corner2")
             kwargs.setdefault("obs_type", "pixels_agent_pos")
             super().__init__(
-                task, observation_width=observation_size, observation_height=observation_size,
-                visualization_width=observation_size, visualization_height=observation_size, **kwargs,
+                task,
+                observation_width=observation_size,
+                observation_height=observation_size,
+                visualization_width=observation_size,
+                visualization_height=observation_size,
+                **kwargs,
             )
             self._raw_obs: np.ndarray | None = None
             self._max_episode_steps = episode_length  # LeRobot's eval reads it as the rollout limit
@@ -112,9 +116,7 @@ class CPUMetaworldEnvConfig(MetaworldEnvConfig):
 
     @property
     def gym_kwargs(self) -> dict:
-        return {
-            **super().gym_kwargs, "observation_size": self.observation_size, "episode_length": self.episode_length
-        }
+        return {**super().gym_kwargs, "observation_size": self.observation_size, "episode_length": self.episode_length}
 
     def create_envs(self, n_envs: int, use_async_envs: bool = False):
         """``{task: {0: vector env}}`` as LeRobot's ``create_metaworld_envs``, one entry per task of ``task``
@@ -157,19 +159,25 @@ def record_expert_dataset(
 
     features = {
         "observation.image": {
-            "dtype": "video", "shape": (observation_size, observation_size, 3),
+            "dtype": "video",
+            "shape": (observation_size, observation_size, 3),
             "names": ["height", "width", "channels"],
         },
         "observation.state": {"dtype": "float32", "shape": (4,), "names": ["x", "y", "z", "gripper"]},
         "action": {"dtype": "float32", "shape": (4,), "names": ["dx", "dy", "dz", "gripper"]},
     }
     dataset = LeRobotDataset.create(
-        repo_id=repo_id, fps=MetaworldEnvConfig.fps, root=root, features=features, use_videos=True,
+        repo_id=repo_id,
+        fps=MetaworldEnvConfig.fps,
+        root=root,
+        features=features,
+        use_videos=True,
         image_writer_threads=2,
     )
     failures: dict[str, int] = {}
-    bar = tqdm(total=len(tasks) * episodes_per_task, desc="Recording expert episodes", disable=not progress,
-                file=progress_file)
+    bar = tqdm(
+        total=len(tasks) * episodes_per_task, desc="Recording expert episodes", disable=not progress, file=progress_file
+    )
     for task in tasks:
         env = make_env(task, observation_size=observation_size)
         try:
@@ -177,12 +185,14 @@ def record_expert_dataset(
                 obs, _ = env.reset(seed=seed + episode)
                 for _ in range(env._max_episode_steps):
                     action = env.expert_action()
-                    dataset.add_frame({
-                        "observation.image": obs["pixels"],
-                        "observation.state": obs["agent_pos"].astype(np.float32),
-                        "action": action,
-                        "task": env.task_description,
-                    })
+                    dataset.add_frame(
+                        {
+                            "observation.image": obs["pixels"],
+                            "observation.state": obs["agent_pos"].astype(np.float32),
+                            "action": action,
+                            "task": env.task_description,
+                        }
+                    )
                     obs, _, terminated, truncated, info = env.step(action)
                     if terminated or truncated:
                         break

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 from torch import nn
 
 from .action_expert import ActionExpert
+from .attention import resolve_backend
 from .configuration_fastwam import FastWAMConfig
 from .flow_matching import (
     TimestepLossWeight,
@@ -21,39 +21,64 @@ from .flow_matching import (
     sample_noise_levels,
     velocity_target,
 )
-from .mot import ExpertStream, MixtureOfTransformers
+from .mot import ExpertStream, FirstFrameCache, MixtureOfTransformers
 from .video_expert import VideoEmbedding, build_video_expert, embed_video, unembed_video
+
+LOSS_REDUCTIONS = ("mean", "none")
 
 
 @dataclass
-class LossTerms:
-    video: torch.Tensor  # [B], weighted per sample
-    action: torch.Tensor  # [B], weighted per sample
+class CoTrainingLoss:
+    """``FastWAM.compute_loss``'s result: the loss to optimise and its two terms for logging."""
+
+    total: torch.Tensor  # video_loss_weight * video + action_loss_weight * action: [] ("mean") or [B] ("none")
+    video: torch.Tensor  # [B] video flow-matching loss per sample (timestep-weighted), detached
+    action: torch.Tensor  # [B] action flow-matching loss per sample (timestep-weighted), detached
 
 
 class FastWAM(nn.Module):
-    def __init__(self, config: FastWAMConfig, action_dim: int, state_dim: int | None):
+    """Both experts, the state token, the co-training loss and the cached action sampler, built from ``config``.
+
+    The attention backend is resolved here from ``config.attention_backend`` for ``config.device`` (CPU when
+    unset).
+    """
+
+    def __init__(self, config: FastWAMConfig, *, action_dim: int, state_dim: int | None):
         super().__init__()
         self.config = config
         # Parameters are created on the meta device: the owner either loads a checkpoint into them or
-        # materialises a random initialisation, so no weight is ever allocated twice.
+        # materialises a random initialisation, so no weight is ever allocated twice. (RoPE tables, computed
+        # rather than learned, are built on the CPU by the experts themselves.)
         with torch.device("meta"):
             video = build_video_expert(
-                config.num_layers, config.num_heads, config.head_dim, config.video_ffn_dim,
-                config.latent_channels, config.text_dim, config.freq_dim,
+                num_layers=config.num_layers,
+                num_heads=config.num_heads,
+                head_dim=config.head_dim,
+                ffn_dim=config.video_ffn_dim,
+                in_channels=config.latent_channels,
+                text_dim=config.text_dim,
+                freq_dim=config.freq_dim,
             )
             action = ActionExpert(
-                action_dim=action_dim, hidden_dim=config.action_hidden_dim, ffn_dim=config.action_ffn_dim,
-                num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim,
-                text_dim=config.text_dim, freq_dim=config.freq_dim,
+                action_dim=action_dim,
+                hidden_dim=config.action_hidden_dim,
+                ffn_dim=config.action_ffn_dim,
+                num_layers=config.num_layers,
+                num_heads=config.num_heads,
+                head_dim=config.head_dim,
+                text_dim=config.text_dim,
+                freq_dim=config.freq_dim,
+                max_actions=max(config.chunk_size, 1024),
             )
             # Proprioception enters as one extra context token that both experts cross-attend to.
             self.state_encoder = None if state_dim is None else nn.Linear(state_dim, config.text_dim)
-        # RoPE tables are computed, not learned: build them on a real device.
-        video.rope = WanRotaryPosEmbed(config.head_dim, video.config.patch_size, video.config.rope_max_seq_len)
-        action.build_rope(max(config.chunk_size, 1024))
-        self.mot = MixtureOfTransformers(video, action, config.gradient_checkpointing)
-        self._action_step = torch.compile(self.mot.denoise_actions) if config.compile_action_step else None
+        self.mot = MixtureOfTransformers(
+            video=video,
+            action=action,
+            attention_backend=resolve_backend(config.attention_backend, config.device or "cpu"),
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
+        self._action_layers = torch.compile(self.mot.action_layers) if config.compile_action_step else None
         self.loss_weight = TimestepLossWeight(config.num_train_timesteps, config.timestep_shift)
 
     @property
@@ -107,8 +132,15 @@ class FastWAM(nn.Module):
         actions: torch.Tensor,
         action_is_pad: torch.Tensor | None = None,
         future_frame_is_pad: torch.Tensor | None = None,
-    ) -> LossTerms:
-        """Flow-matching co-training loss per sample.
+        reduction: str = "mean",
+    ) -> CoTrainingLoss:
+        """The flow-matching co-training loss, ``video_loss_weight * video + action_loss_weight * action``.
+
+        Each term is a per-sample mean squared velocity error over the unpadded future latent frames (video) or
+        action steps (action), times Wan's timestep weight when ``timestep_loss_weighting`` is on. The noise
+        levels and noises are drawn in this order: action level, action noise, video level, video noise; the
+        action draws come first so that a run without video co-training (``video_loss_weight=0``, which draws
+        a smaller video noise) gets the same action loss for the same seed.
 
         Args:
             latents: clean video latents ``[B, C, F, h, w]``; frame 0 stays clean (t=0) and is not scored.
@@ -116,7 +148,10 @@ class FastWAM(nn.Module):
             actions: normalised target actions ``[B, H, A]``.
             action_is_pad: ``[B, H]``, True for steps past the episode end (not scored).
             future_frame_is_pad: ``[B, F - 1]``, True for future latent frames that are only padding.
+            reduction: ``"mean"`` (``total`` is the batch mean) or ``"none"`` (``total`` per sample, ``[B]``).
         """
+        if reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}.")
         cfg = self.config
         if cfg.video_loss_weight == 0:
             # "Without video co-training": the future frames cannot reach the actions (the mask), and nothing
@@ -143,7 +178,12 @@ class FastWAM(nn.Module):
         if cfg.timestep_loss_weighting:
             video_loss = video_loss * self.loss_weight(frame_t[:, -1])
             action_loss = action_loss * self.loss_weight(action_t)
-        return LossTerms(video=video_loss, action=action_loss)
+        total = cfg.video_loss_weight * video_loss + cfg.action_loss_weight * action_loss
+        return CoTrainingLoss(
+            total=total.mean() if reduction == "mean" else total,
+            video=video_loss.detach(),
+            action=action_loss.detach(),
+        )
 
     @torch.no_grad()
     def sample_actions(
@@ -157,9 +197,7 @@ class FastWAM(nn.Module):
         """
         cfg = self.config
         batch, horizon = noise.shape[0], noise.shape[1]
-        video, _ = self._video_stream(
-            first_frame_latents, first_frame_latents.new_zeros(batch, 1), context
-        )
+        video, _ = self._video_stream(first_frame_latents, first_frame_latents.new_zeros(batch, 1), context)
         action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
         cache = self.mot.prefill_first_frame(video, action_context, num_actions=horizon)
         rope = self.action.rope(horizon)
@@ -171,13 +209,19 @@ class FastWAM(nn.Module):
         deltas = (levels[1:] - levels[:-1]).tolist()
 
         x = noise.float()
-        weight = self.action.action_in.weight
-        action_step = self._action_step or self.mot.denoise_actions
         for step in range(num_steps):
-            tokens = self.action.action_in(x.to(weight.dtype))
-            velocity = self.action.action_out(action_step(tokens, modulations[step], rope, cache))
-            x = x + deltas[step] * velocity.float()
+            x = x + deltas[step] * self.action_velocity(x, modulations[step], rope, cache).float()
         return x
+
+    def action_velocity(
+        self, noisy_actions: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: FirstFrameCache
+    ) -> torch.Tensor:
+        """The action expert's velocity ``[B, H, A]`` for one denoising step of ``sample_actions`` (its input
+        projection, its layers over the cached first frame, compiled when ``compile_action_step``, its output
+        projection). ``modulations``: the step's slice of ``MixtureOfTransformers.action_modulations``."""
+        tokens = self.action.action_in(noisy_actions.to(self.action.action_in.weight.dtype))
+        action_layers = self._action_layers or self.mot.action_layers
+        return self.action.action_out(action_layers(tokens, modulations, rope, cache))
 
     @torch.no_grad()
     def sample_future_latents(

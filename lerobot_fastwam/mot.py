@@ -1,21 +1,24 @@
 """The Mixture-of-Transformers layer loop shared by the video and action experts.
 
 In every layer both experts compute their own adaLN-modulated Q/K/V, one attention runs over both under the
-Fast-WAM mask (``attention.fastwam_attention``), and each expert then applies its own output projection,
-cross-attention and FFN. The block maths is diffusers' ``WanTransformerBlock.forward`` split at the attention,
-with adaLN modulation given per group of tokens (``[B, G, 6, dim]``: one group per latent frame for video, one
-group for all action tokens).
+layer's mask (``attention.mot_attention``; the mask variants live there), and each expert then applies its own
+output projection, cross-attention and FFN. The block maths is diffusers' ``WanTransformerBlock.forward`` split
+at the attention, with adaLN modulation given per group of tokens (``[B, G, 6, dim]``: one group per latent
+frame for video, one group for all action tokens), read through ``AdaLNModulation``.
 
 Three entry points:
 - ``joint``: training (and the reference for tests), video and actions together.
 - ``prefill_first_frame``: inference, the clean first frame alone; returns each layer's keys/values.
-- ``denoise_actions``: inference, one action-expert pass reading the cached first-frame keys/values.
+- ``action_layers``: inference, one denoising step's pass of the action expert's layers over the cached
+  first-frame keys/values; returns the final action tokens (``FastWAM.action_velocity`` adds the input and
+  output projections).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from diffusers import WanTransformer3DModel
@@ -23,7 +26,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .action_expert import ActionExpert
-from .attention import attend, fastwam_attention
+from .attention import attend, check_mask, mot_attention
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -37,18 +40,36 @@ def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs * rotations).flatten(-2).type_as(x)
 
 
-# adaLN tensors of one block: (shift, 1 + scale, gate) for attention, then the same for the FFN. Each is
-# [B, G, 1, dim] for G groups of tokens (video: one per latent frame), or [B, 1, dim] for a single group.
+class AdaLNModulation(NamedTuple):
+    """The six adaLN tensors of one block (both experts), in the order of its ``scale_shift_table`` rows.
+
+    Self-attention input ``norm1(x) * attn_scale + attn_shift``, residual ``x + attn(...) * attn_gate``; the FFN
+    the same with ``norm3`` and the ``ffn_*`` terms. diffusers' Wan block calls them ``shift_msa, scale_msa,
+    gate_msa, c_shift_msa, c_scale_msa, c_gate_msa``, DiT ``shift_msa, scale_msa, gate_msa, shift_mlp,
+    scale_mlp, gate_mlp``. Here the scales already hold the ``1 +`` (``norm * (1 + scale)``). Each tensor is
+    fp32, ``[B, G, 1, dim]`` for G groups of tokens (video: one per latent frame), or ``[B, 1, dim]`` for one.
+    """
+
+    attn_shift: torch.Tensor
+    attn_scale: torch.Tensor
+    attn_gate: torch.Tensor
+    ffn_shift: torch.Tensor
+    ffn_scale: torch.Tensor
+    ffn_gate: torch.Tensor
+
+
 @functools.cache
 def _plus_one(device: torch.device) -> torch.Tensor:
-    """Adds the 1 of ``1 + scale`` to the two scale rows of a ``[..., 6, dim]`` table (one copy per device)."""
-    return torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], device=device).view(6, 1)
+    """Adds the 1 of ``1 + scale`` to the scale rows of a ``[..., 6, dim]`` table (one copy per device)."""
+    rows = [1.0 if name.endswith("_scale") else 0.0 for name in AdaLNModulation._fields]
+    return torch.tensor(rows, device=device).view(6, 1)
 
 
-def _modulation(block: nn.Module, block_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Six fp32 adaLN tensors from the block's table and a ``[B, G, 6, dim]`` timestep input."""
+def _modulation(block: nn.Module, block_input: torch.Tensor) -> AdaLNModulation:
+    """A block's adaLN tensors from its table and a ``[B, G, 6, dim]`` timestep input."""
     mod = block.scale_shift_table.unsqueeze(0) + block_input.float() + _plus_one(block_input.device)
-    return mod.squeeze(1).unsqueeze(2).unbind(1) if mod.shape[1] == 1 else mod.unsqueeze(3).unbind(2)
+    tensors = mod.squeeze(1).unsqueeze(2).unbind(1) if mod.shape[1] == 1 else mod.unsqueeze(3).unbind(2)
+    return AdaLNModulation(*tensors)
 
 
 def _affine(x: torch.Tensor, factor: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -68,10 +89,9 @@ def _gated_residual(x: torch.Tensor, update: torch.Tensor, gate: torch.Tensor) -
     return out.flatten(1, 2).type_as(x)
 
 
-def self_attention_qkv(
-    block: nn.Module, x: torch.Tensor, mod: tuple[torch.Tensor, ...], rope: torch.Tensor
-) -> QKV:
-    h = _affine(block.norm1(x.float()), mod[1], mod[0]).type_as(x)
+def self_attention_qkv(block: nn.Module, x: torch.Tensor, mod: AdaLNModulation, rope: torch.Tensor) -> QKV:
+    """Queries, keys, values ``[B, S, H, D]`` of a block's self-attention, RoPE applied to queries and keys."""
+    h = _affine(block.norm1(x.float()), mod.attn_scale, mod.attn_shift).type_as(x)
     attn = block.attn1
     heads = attn.heads
     q = attn.norm_q(attn.to_q(h)).unflatten(2, (heads, -1))
@@ -93,20 +113,20 @@ def finish_block(
     block: nn.Module,
     x: torch.Tensor,
     attn_out: torch.Tensor,
-    mod: tuple[torch.Tensor, ...],
+    mod: AdaLNModulation,
     context_kv: tuple[torch.Tensor, torch.Tensor],
     backend: str,
 ) -> torch.Tensor:
     """Everything after self-attention: output projection + gate, cross-attention, modulated FFN."""
-    x = _gated_residual(x, block.attn1.to_out[0](attn_out), mod[2])
+    x = _gated_residual(x, block.attn1.to_out[0](attn_out), mod.attn_gate)
 
     cross = block.attn2
     h = block.norm2(x.float()).type_as(x)
     q = cross.norm_q(cross.to_q(h)).unflatten(2, (cross.heads, -1))
     x = x + cross.to_out[0](attend(q, *context_kv, backend).type_as(q))
 
-    h = _affine(block.norm3(x.float()), mod[4], mod[3]).type_as(x)
-    return _gated_residual(x, block.ffn(h), mod[5])
+    h = _affine(block.norm3(x.float()), mod.ffn_scale, mod.ffn_shift).type_as(x)
+    return _gated_residual(x, block.ffn(h), mod.ffn_gate)
 
 
 @dataclass
@@ -135,7 +155,26 @@ class FirstFrameCache:
 
 
 class MixtureOfTransformers(nn.Module):
-    def __init__(self, video: WanTransformer3DModel, action: ActionExpert, gradient_checkpointing: bool = False):
+    """Both experts' layers, run together under one attention mask per layer.
+
+    Args:
+        video: the video expert (diffusers' ``WanTransformer3DModel``).
+        action: the action expert; same layer count, heads and head dim as ``video``.
+        attention_backend: ``"sdpa"`` or ``"xformers"``, as resolved by ``attention.resolve_backend``.
+        mask: the attention mask variant (``attention.MASKS``): ``"fastwam"``, or ``"video_bidirectional"`` to
+            compare the video expert with diffusers. The cached inference path needs ``"fastwam"``.
+        gradient_checkpointing: recompute each layer in the backward pass of ``joint``.
+    """
+
+    def __init__(
+        self,
+        *,
+        video: WanTransformer3DModel,
+        action: ActionExpert,
+        attention_backend: str = "sdpa",
+        mask: str = "fastwam",
+        gradient_checkpointing: bool = False,
+    ):
         super().__init__()
         if len(video.blocks) != len(action.blocks):
             raise ValueError(
@@ -151,16 +190,22 @@ class MixtureOfTransformers(nn.Module):
             )
         self.video = video
         self.action = action
+        self.attention_backend = attention_backend
+        self.mask = check_mask(mask)
         self.gradient_checkpointing = gradient_checkpointing
-        self.backend = "sdpa"
 
     @property
     def num_layers(self) -> int:
         return len(self.video.blocks)
 
     def _joint_layer(
-        self, index: int, xv: torch.Tensor, xa: torch.Tensor | None, video: ExpertStream,
-        action: ExpertStream | None, first_frame_len: int, isolate_first_frame: bool,
+        self,
+        index: int,
+        xv: torch.Tensor,
+        xa: torch.Tensor | None,
+        video: ExpertStream,
+        action: ExpertStream | None,
+        first_frame_len: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         vblock = self.video.blocks[index]
         vmod = _modulation(vblock, video.modulation)
@@ -170,25 +215,21 @@ class MixtureOfTransformers(nn.Module):
             ablock = self.action.blocks[index]
             amod = _modulation(ablock, action.modulation)
             aqkv = self_attention_qkv(ablock, xa, amod, action.rope)
-        v_out, a_out = fastwam_attention(vqkv, aqkv, first_frame_len, self.backend, isolate_first_frame)
-        xv = finish_block(vblock, xv, v_out.type_as(xv), vmod, cross_attention_kv(vblock, video.context), self.backend)
+        backend = self.attention_backend
+        v_out, a_out = mot_attention(vqkv, aqkv, first_frame_len, self.mask, backend)
+        xv = finish_block(vblock, xv, v_out.type_as(xv), vmod, cross_attention_kv(vblock, video.context), backend)
         if action is not None:
-            xa = finish_block(
-                ablock, xa, a_out.type_as(xa), amod, cross_attention_kv(ablock, action.context), self.backend
-            )
+            xa = finish_block(ablock, xa, a_out.type_as(xa), amod, cross_attention_kv(ablock, action.context), backend)
         return xv, xa
 
     def joint(
-        self,
-        video: ExpertStream,
-        action: ExpertStream | None,
-        first_frame_len: int,
-        isolate_first_frame: bool = True,
+        self, video: ExpertStream, action: ExpertStream | None, first_frame_len: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run all layers over video and action tokens together. Returns the final tokens of both."""
+        """Run all layers over video and action tokens together under ``mask``. Returns the final tokens of both
+        (``None`` for actions when ``action`` is None: a video-only pass)."""
         xv, xa = video.tokens, None if action is None else action.tokens
         for index in range(self.num_layers):
-            args = (index, xv, xa, video, action, first_frame_len, isolate_first_frame)
+            args = (index, xv, xa, video, action, first_frame_len)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 xv, xa = checkpoint(self._joint_layer, *args, use_reentrant=False)
             else:
@@ -202,9 +243,11 @@ class MixtureOfTransformers(nn.Module):
         """Run the video expert over the clean first frame once and keep each layer's keys/values, and compute
         the action expert's cross-attention keys/values over ``action_context`` (its projected context).
 
-        The first frame attends only to itself, so these keys/values are exactly those of training. The last
-        layer's cross-attention and FFN are skipped: nothing reads their output.
+        Under the Fast-WAM mask the first frame attends only to itself, so these keys/values are exactly those of
+        training. The last layer's cross-attention and FFN are skipped: nothing reads their output.
         """
+        if self.mask != "fastwam":
+            raise ValueError(f"Cached first-frame inference needs the 'fastwam' mask, this model has {self.mask!r}.")
         x = video.tokens
         n0 = x.shape[1]
         keys, values = [], []
@@ -218,36 +261,39 @@ class MixtureOfTransformers(nn.Module):
             keys.append(key_buffer)
             values.append(value_buffer)
             if index < self.num_layers - 1:
-                out = attend(q, k, v, self.backend).type_as(x)
-                x = finish_block(block, x, out, mod, cross_attention_kv(block, video.context), self.backend)
+                out = attend(q, k, v, self.attention_backend).type_as(x)
+                x = finish_block(block, x, out, mod, cross_attention_kv(block, video.context), self.attention_backend)
         context_kv = [cross_attention_kv(block, action_context) for block in self.action.blocks]
         return FirstFrameCache(n0, keys, values, context_kv)
 
     @torch.no_grad()
     def action_modulations(self, step_inputs: torch.Tensor) -> torch.Tensor:
         """adaLN tensors of every (step, layer) of a chunk in one go: ``[N, B, 1, 6, dim]`` timestep inputs
-        -> ``[N, layers, 6, B, 1, dim]`` fp32 (``_modulation``'s layout), so a step only indexes them."""
+        -> ``[N, layers, 6, B, 1, dim]`` fp32, the 6 rows in ``AdaLNModulation``'s order, so a step only indexes
+        them."""
         tables = torch.stack([block.scale_shift_table for block in self.action.blocks])  # [L, 1, 6, dim]
         # [N, L, B, 1, 6, dim]
         mods = tables[None, :, None] + step_inputs.float()[:, None] + _plus_one(step_inputs.device)
         return mods.permute(0, 1, 4, 2, 3, 5).contiguous()
 
     @torch.no_grad()
-    def denoise_actions(
+    def action_layers(
         self, tokens: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: FirstFrameCache
     ) -> torch.Tensor:
-        """One action-expert pass: action tokens attend to the cached first frame and to each other.
+        """One denoising step through the action expert's layers: the action tokens ``[B, H, dim]`` (after its
+        input projection) attend to the cached first frame and to each other. Returns the last layer's action
+        tokens ``[B, H, dim]``; the expert's ``action_out`` turns them into the velocity.
 
         ``modulations``: this step's ``[layers, 6, B, 1, dim]`` slice of ``action_modulations``.
         """
         x = tokens
         n0 = cache.first_frame_len
         for index, block in enumerate(self.action.blocks):
-            mod = modulations[index].unbind(0)
+            mod = AdaLNModulation(*modulations[index].unbind(0))
             q, k, v = self_attention_qkv(block, x, mod, rope)
             keys, values = cache.keys[index], cache.values[index]
             keys[:, n0:] = k
             values[:, n0:] = v
-            out = attend(q, keys, values, self.backend).type_as(x)
-            x = finish_block(block, x, out, mod, cache.context_kv[index], self.backend)
+            out = attend(q, keys, values, self.attention_backend).type_as(x)
+            x = finish_block(block, x, out, mod, cache.context_kv[index], self.attention_backend)
         return x

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lerobot.configs import PipelineFeatureType, PolicyFeature
 from lerobot.processor import (
     ObservationProcessorStep,
@@ -24,27 +23,11 @@ from lerobot.processor import (
     make_policy_processor_pipelines,
 )
 
-from .configuration_fastwam import FastWAMConfig, check_camera_aspect
+from .camera_layout import resize_camera
+from .configuration_fastwam import FastWAMConfig
 from .safety import FastWAMActionGuardStep, action_range
 
 logger = logging.getLogger(__name__)
-
-
-def resize_camera(image: torch.Tensor, key: str, height: int, width: int, layout: str) -> torch.Tensor:
-    """Resize ``[..., 3, H, W]`` frames to their tile, refusing an aspect-ratio change (it would stretch)."""
-    src_h, src_w = image.shape[-2:]
-    check_camera_aspect(key, src_h, src_w, height, width, layout)
-    if key not in _RESIZE_LOGGED:
-        logger.info("Fast-WAM: resizing camera %s from %dx%d to %dx%d.", key, src_h, src_w, height, width)
-        _RESIZE_LOGGED.add(key)
-    flat = image.reshape(-1, *image.shape[-3:])
-    if not flat.is_floating_point():
-        flat = flat.float()
-    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
-    return resized.reshape(*image.shape[:-2], height, width)
-
-
-_RESIZE_LOGGED: set[str] = set()
 
 
 @ProcessorStepRegistry.register(name="fastwam_plugin_camera_resize")

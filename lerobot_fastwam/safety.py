@@ -85,8 +85,9 @@ def check_observation(batch: dict[str, Any], camera_keys: list[str], has_state: 
     elif has_state and OBS_STATE in batch:
         raise TypeError(f"`{OBS_STATE}` is a {type(batch[OBS_STATE]).__name__}; the policy takes a torch tensor.")
     if len(set(sizes.values())) > 1:
-        raise ValueError(f"The inputs disagree on the batch size: {sizes}. Every camera and the state need one row "
-                         "per sample.")
+        raise ValueError(
+            f"The inputs disagree on the batch size: {sizes}. Every camera and the state need one row per sample."
+        )
     batch_size = next(iter(sizes.values()), None)
     if batch_size == 0:
         raise ValueError("The batch is empty (batch size 0); there is nothing to act on.")
@@ -122,9 +123,7 @@ def diagnose_non_finite_actions(model: nn.Module, state: Tensor | None) -> str:
                 f"the normalised `{OBS_STATE}` reaches |x| = {peak:.3g} (a normalised state is of order 1): check "
                 "the sensor values and the state normalisation statistics saved with the checkpoint."
             )
-    return (
-        "the network overflowed on finite inputs; run with --policy.dtype=float32 and check the inputs' ranges."
-    )
+    return "the network overflowed on finite inputs; run with --policy.dtype=float32 and check the inputs' ranges."
 
 
 @ProcessorStepRegistry.register(name="fastwam_plugin_action_guard")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
 
 @dataclass
@@ -25,10 +26,14 @@ class VideoEmbedding:
 
 
 def build_video_expert(
-    num_layers: int, num_heads: int, head_dim: int, ffn_dim: int, in_channels: int, text_dim: int, freq_dim: int
+    *, num_layers: int, num_heads: int, head_dim: int, ffn_dim: int, in_channels: int, text_dim: int, freq_dim: int
 ) -> WanTransformer3DModel:
-    """A Wan2.2-TI2V DiT with the given size (the 5B model: 30 layers, 24 x 128, FFN 14336, 48 channels)."""
-    return WanTransformer3DModel(
+    """A Wan2.2-TI2V DiT with the given size (the 5B model: 30 layers, 24 x 128, FFN 14336, 48 channels).
+
+    Its RoPE tables are computed, not learned: they are built on the CPU (real also when the weights are created
+    on the meta device) and move with the module.
+    """
+    model = WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=num_heads,
         attention_head_dim=head_dim,
@@ -42,6 +47,9 @@ def build_video_expert(
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
     )
+    with torch.device("cpu"):
+        model.rope = WanRotaryPosEmbed(head_dim, model.config.patch_size, model.config.rope_max_seq_len)
+    return model
 
 
 def embed_video(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a Python 3.12 virtual environment in .venv, install the plugin with its test extra, run the tests.
+# Set up a Python 3.12 virtual environment in .venv, install the plugin with its test extra, check the code
+# style (ruff format + ruff check, configured in pyproject.toml), run the tests.
 # Offline by design: HF_HUB_OFFLINE=1 makes any forgotten Hub access fail at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/ruff format --check .
+.venv/bin/ruff check .
 HF_HUB_OFFLINE=1 .venv/bin/python -m pytest "$@"

@@ -7,6 +7,8 @@ import torch
 
 from lerobot_fastwam.attention import attend, resolve_backend
 
+from .helpers import make_policy
+
 
 def test_sdpa_is_the_default():
     assert resolve_backend("sdpa", "cpu") == "sdpa"
@@ -25,3 +27,10 @@ def test_xformers_equals_sdpa():
     g = torch.Generator("cuda").manual_seed(0)
     q, k, v = (torch.randn(2, 77, 4, 64, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3))
     torch.testing.assert_close(attend(q, k, v, "xformers"), attend(q, k, v, "sdpa"), rtol=2e-2, atol=2e-2)
+
+
+def test_the_model_gets_its_resolved_backend_at_construction(caplog):
+    with caplog.at_level(logging.WARNING):
+        policy = make_policy(attention_backend="xformers")  # config.device is the CPU: no xformers kernel
+    assert policy.model.mot.attention_backend == "sdpa"
+    assert "falling back to torch SDPA" in caplog.text

@@ -9,7 +9,7 @@ from lerobot.configs import FeatureType, PolicyFeature
 from lerobot_fastwam.frozen_encoders import MissingWeightsError
 from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
 
-from .conftest import make_config, make_policy, observation, training_batch
+from .helpers import make_config, make_policy, observation, training_batch
 
 
 @pytest.fixture(scope="module")

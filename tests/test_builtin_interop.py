@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from benchmarks.builtin_offline import build_builtin_policy
+from lerobot_fastwam.camera_layout import current_frame
 from lerobot_fastwam.frozen_encoders import LatentEncoder, PromptEncoder, in_memory_tokenizer
 from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
+from lerobot_fastwam.testing.builtin_offline import build_builtin_policy
 
-from .conftest import observation
+from .helpers import TINY, observation, official_payload
 
 
 def save_as_builtin(builtin, path):
@@ -23,9 +24,6 @@ def save_as_builtin(builtin, path):
         builtin.save_pretrained(path)
     finally:
         registry["fastwam"] = plugin_cls
-
-TINY = dict(num_layers=2, num_heads=2, head_dim=12, video_ffn_dim=48, action_hidden_dim=16, action_ffn_dim=32,
-            text_dim=32, freq_dim=16)
 
 
 @pytest.fixture
@@ -46,9 +44,7 @@ def builtin_frozen_encoders(monkeypatch):
     return holder
 
 
-@pytest.mark.parametrize(
-    ("cameras", "state_dim", "action_dim"), [(1, 8, 7), (2, 8, 7), (1, None, 6), (2, None, 14)]
-)
+@pytest.mark.parametrize(("cameras", "state_dim", "action_dim"), [(1, 8, 7), (2, 8, 7), (1, None, 6), (2, None, 14)])
 def test_builtin_checkpoint_gives_the_builtins_actions(
     tmp_path, builtin_frozen_encoders, cameras, state_dim, action_dim
 ):
@@ -68,20 +64,6 @@ def test_builtin_checkpoint_gives_the_builtins_actions(
     torch.testing.assert_close(actual, expected, rtol=0, atol=1e-4)
 
 
-def official_payload(builtin) -> dict:
-    """The official code's checkpoint layout: blocks under their experts (``mixtures.<e>.blocks.<i>``)."""
-    mot = {}
-    for key, value in builtin.model.mot.state_dict().items():
-        parts = key.split(".")
-        if parts[0] == "layers":  # layers.<i>.blocks.<expert>.<rest>
-            key = ".".join(["mixtures", parts[3], "blocks", parts[1], *parts[4:]])
-        mot[key] = value.clone()
-    payload = {"mot": mot, "step": 100, "torch_dtype": "torch.float32"}
-    if builtin.model.proprio_encoder is not None:
-        payload["proprio_encoder"] = {k: v.clone() for k, v in builtin.model.proprio_encoder.state_dict().items()}
-    return payload
-
-
 def test_official_checkpoint_converts_and_gives_the_builtins_actions(tmp_path, builtin_frozen_encoders):
     from lerobot.policies.factory import make_pre_post_processors
 
@@ -91,17 +73,47 @@ def test_official_checkpoint_converts_and_gives_the_builtins_actions(tmp_path, b
     builtin_frozen_encoders["builtin"] = builtin
     torch.save(official_payload(builtin), tmp_path / "official.pt")
     stats = {
-        "action": {"default": {"global_min": [-1.0] * 7, "global_max": [2.0] * 7, "global_mean": [0.0] * 7,
-                               "global_std": [1.0] * 7}},
-        "state": {"default": {"global_min": [-3.0] * 8, "global_max": [3.0] * 8, "global_mean": [0.0] * 8,
-                              "global_std": [1.0] * 8}},
+        "action": {
+            "default": {
+                "global_min": [-1.0] * 7,
+                "global_max": [2.0] * 7,
+                "global_mean": [0.0] * 7,
+                "global_std": [1.0] * 7,
+            }
+        },
+        "state": {
+            "default": {
+                "global_min": [-3.0] * 8,
+                "global_max": [3.0] * 8,
+                "global_mean": [0.0] * 8,
+                "global_std": [1.0] * 8,
+            }
+        },
     }
     (tmp_path / "dataset_stats.json").write_text(json.dumps(stats))
     out = tmp_path / "converted"
-    main(["convert", str(tmp_path / "official.pt"), "--dataset-stats", str(tmp_path / "dataset_stats.json"),
-          "--output", str(out), "--num-heads", "2", "--text-max-length", "16", "--dtype", "float32",
-          "--image-size", "32", "64",
-          "--camera-keys", "observation.images.cam0", "observation.images.cam1"])
+    main(
+        [
+            "convert",
+            str(tmp_path / "official.pt"),
+            "--dataset-stats",
+            str(tmp_path / "dataset_stats.json"),
+            "--output",
+            str(out),
+            "--num-heads",
+            "2",
+            "--text-max-length",
+            "16",
+            "--dtype",
+            "float32",
+            "--image-size",
+            "32",
+            "64",
+            "--camera-keys",
+            "observation.images.cam0",
+            "observation.images.cam1",
+        ]
+    )
 
     plugin = FastWAMPolicy.from_pretrained(out)
     batch = observation(plugin.config, batch_size=2, seed=3)
@@ -110,8 +122,12 @@ def test_official_checkpoint_converts_and_gives_the_builtins_actions(tmp_path, b
 
     # The processors carry the official min/max statistics and the LIBERO gripper mapping.
     pre, post = make_pre_post_processors(plugin.config, pretrained_path=str(out))
-    raw = {"observation.images.cam0": torch.rand(1, 3, 32, 32), "observation.images.cam1": torch.rand(1, 3, 32, 32),
-           "observation.state": torch.full((1, 8), 3.0), "task": "x"}
+    raw = {
+        "observation.images.cam0": torch.rand(1, 3, 32, 32),
+        "observation.images.cam1": torch.rand(1, 3, 32, 32),
+        "observation.state": torch.full((1, 8), 3.0),
+        "task": "x",
+    }
     assert torch.allclose(pre(raw)["observation.state"], torch.ones(1, 8), atol=1e-5)
     action = post(torch.zeros(1, 7))  # normalised 0 -> midpoint 0.5; gripper 0.5 -> sign(-(2*0.5-1)) = 0
     assert torch.allclose(action[0, :6], torch.full((6,), 0.5), atol=1e-5)
@@ -153,9 +169,27 @@ def test_robotwin_checkpoint_converts_with_the_top_and_wrists_layout(tmp_path, b
     field = {f"global_{s}": [0.5] * 14 for s in ("min", "max", "mean")} | {"global_std": [2.0] * 14}
     (tmp_path / "stats.json").write_text(json.dumps({"action": {"default": field}, "state": {"default": field}}))
     out = tmp_path / "robotwin"
-    main(["convert", str(tmp_path / "official.pt"), "--dataset-stats", str(tmp_path / "stats.json"),
-          "--output", str(out), "--benchmark", "robotwin", "--image-size", "96", "96", "--num-heads", "2",
-          "--text-max-length", "16", "--dtype", "float32"])
+    main(
+        [
+            "convert",
+            str(tmp_path / "official.pt"),
+            "--dataset-stats",
+            str(tmp_path / "stats.json"),
+            "--output",
+            str(out),
+            "--benchmark",
+            "robotwin",
+            "--image-size",
+            "96",
+            "96",
+            "--num-heads",
+            "2",
+            "--text-max-length",
+            "16",
+            "--dtype",
+            "float32",
+        ]
+    )
 
     plugin = FastWAMPolicy.from_pretrained(out)
     cfg = plugin.config
@@ -163,7 +197,7 @@ def test_robotwin_checkpoint_converts_with_the_top_and_wrists_layout(tmp_path, b
     assert cfg.normalization_mapping["ACTION"] == NormalizationMode.MEAN_STD
     assert list(cfg.camera_tile_sizes.values()) == [(64, 96), (32, 48), (32, 48)]
     batch = observation(cfg, batch_size=1, seed=2, tasks=["stack bowls"])
-    tiled = plugin._frames(batch, None)[:, :, 0]  # top camera above the two wrist cameras
+    tiled = current_frame(batch, plugin.config)[:, :, 0]  # top camera above the two wrist cameras
     expected = builtin.predict_action_chunk(
         {"input_image": tiled, "observation.state": batch["observation.state"], "task": batch["task"]}
     )
@@ -176,23 +210,39 @@ def test_lerobot_train_fine_tunes_a_builtin_checkpoint(tmp_path):
     from lerobot.datasets import LeRobotDatasetMetadata
     from lerobot.policies.fastwam.processor_fastwam import make_fastwam_pre_post_processors as builtin_processors
 
-    from .dataset_utils import make_dataset
+    from lerobot_fastwam.testing.synthetic_dataset import make_dataset
+
     from .test_lerobot_train import logged_steps, run_train
 
-    make_dataset(tmp_path / "ds", repo_id="local/ftb", episodes=2, frames=40, cameras=("cam0", "cam1"),
-                 image_hw=(64, 64))
+    make_dataset(
+        tmp_path / "ds", repo_id="local/ftb", episodes=2, frames=40, cameras=("cam0", "cam1"), image_hw=(64, 64)
+    )
     meta = LeRobotDatasetMetadata("local/ftb", root=tmp_path / "ds")
     builtin = build_builtin_policy(6, 6, (32, 64), 2, seed=0, text_max_length=128, **TINY)
     save_as_builtin(builtin, tmp_path / "builtin")
     for pipeline in builtin_processors(builtin.config, dataset_stats=meta.stats):
         pipeline.save_pretrained(tmp_path / "builtin")
     result = run_train(
-        [f"--policy.path={tmp_path / 'builtin'}", "--policy.device=cpu", "--policy.push_to_hub=false",
-         # the Wan2.2 VAE / umT5 are not available offline: use the tiny preset's random encoders (text_dim 32)
-         "--policy.use_pretrained_wan=false", "--policy.random_vae_base_dim=4", "--policy.random_text_encoder_layers=1",
-         "--dataset.repo_id=local/ftb", f"--dataset.root={tmp_path / 'ds'}", "--dataset.video_backend=pyav",
-         "--steps=2", "--batch_size=2", "--log_freq=1", "--save_freq=2", f"--output_dir={tmp_path / 'out'}",
-         "--num_workers=0", "--env_eval_freq=0", "--wandb.enable=false"],
+        [
+            f"--policy.path={tmp_path / 'builtin'}",
+            "--policy.device=cpu",
+            "--policy.push_to_hub=false",
+            # the Wan2.2 VAE / umT5 are not available offline: use the tiny preset's random encoders (text_dim 32)
+            "--policy.use_pretrained_wan=false",
+            "--policy.random_vae_base_dim=4",
+            "--policy.random_text_encoder_layers=1",
+            "--dataset.repo_id=local/ftb",
+            f"--dataset.root={tmp_path / 'ds'}",
+            "--dataset.video_backend=pyav",
+            "--steps=2",
+            "--batch_size=2",
+            "--log_freq=1",
+            "--save_freq=2",
+            f"--output_dir={tmp_path / 'out'}",
+            "--num_workers=0",
+            "--env_eval_freq=0",
+            "--wandb.enable=false",
+        ],
         cwd=tmp_path,
     )
     assert sorted(logged_steps(result)) == [1, 2]

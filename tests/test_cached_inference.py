@@ -2,9 +2,10 @@
 
 import torch
 
+from lerobot_fastwam.camera_layout import current_frame
 from lerobot_fastwam.flow_matching import inference_noise_levels
 
-from .conftest import make_policy, observation
+from .helpers import make_policy, observation
 
 
 @torch.no_grad()
@@ -19,7 +20,8 @@ def test_cached_sampler_equals_joint_forward_euler():
 
     cached = model.sample_actions(first, context, noise, num_steps=cfg.num_inference_steps)
 
-    # Reference: the joint forward over [F0 | noisy future | actions] at every step, no caches.
+    # Reference: the joint forward over [F0 | future | actions] at every step, no caches (any future latents
+    # do: the actions never read them).
     future = torch.randn(3, 48, 2, 2, 4, generator=g)
     latents = torch.cat([first, future], dim=2)
     levels = inference_noise_levels(cfg.num_inference_steps, cfg.timestep_shift)
@@ -38,6 +40,25 @@ def test_inference_schedule_is_the_shift_warp_of_a_uniform_grid():
     levels = inference_noise_levels(10, 5.0)
     assert levels[0] == 1.0 and levels[-1] == 0.0
     torch.testing.assert_close(levels[:-1].double(), torch.as_tensor(get_sampling_sigmas(10, 5.0)), atol=1e-6, rtol=0)
+
+
+def test_inference_schedule_relation_to_diffusers_flow_match_euler_scheduler():
+    """diffusers' default 10-step schedule is not ours (flow_matching's docstring says why); given our levels
+    explicitly it reproduces them and their timesteps."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    ours = inference_noise_levels(10, 5.0)
+    default = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0)
+    default.set_timesteps(10)
+    assert default.sigmas[0] == ours[0] == 1.0 and default.sigmas[-1] == ours[-1] == 0.0
+    assert (default.sigmas[1:-1] - ours[1:-1]).abs().min() > 2e-3  # every other level differs
+    assert abs(float(default.sigmas[-2]) - 0.0244) < 1e-4 and abs(float(ours[-2]) - 5 / 14) < 1e-6
+
+    given = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0)
+    given.set_timesteps(sigmas=np.linspace(1.0, 0.0, 11)[:-1].tolist())
+    torch.testing.assert_close(given.sigmas, ours, atol=1e-7, rtol=0)
+    torch.testing.assert_close(given.timesteps, ours[:-1] * 1000, atol=1e-4, rtol=0)
 
 
 @torch.no_grad()
@@ -71,13 +92,20 @@ def test_robotwin_layout_tiles_top_above_wrists():
         "observation.images.right": PolicyFeature(FeatureType.VISUAL, (3, 32, 48)),
     }
     outputs = {"action": PolicyFeature(FeatureType.ACTION, (14,))}
-    config = FastWAMConfig(preset="tiny", image_size=(96, 96), camera_layout="top_and_wrists", device="cpu",
-                           camera_keys=list(inputs), input_features=inputs, output_features=outputs)
+    config = FastWAMConfig(
+        preset="tiny",
+        image_size=(96, 96),
+        camera_layout="top_and_wrists",
+        device="cpu",
+        camera_keys=list(inputs),
+        input_features=inputs,
+        output_features=outputs,
+    )
     from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 
     policy = FastWAMPolicy(config)
     batch = observation(config, batch_size=2)
-    frames = policy._frames(batch, None)  # [B, 3, 1, 96, 96]
+    frames = current_frame(batch, policy.config)  # [B, 3, 1, 96, 96]
     assert frames.shape == (2, 3, 1, 96, 96)
     torch.testing.assert_close(frames[:, :, 0, :64, :], batch["observation.images.top"])
     torch.testing.assert_close(frames[:, :, 0, 64:, :48], batch["observation.images.left"])

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 
-from .conftest import make_policy, observation
+from .helpers import make_policy, observation
 
 
 @pytest.fixture
@@ -107,8 +107,10 @@ def test_integer_tensor_where_a_float_weight_belongs_is_an_error(saved):
     ("edit", "match"),
     [
         (lambda text: text[: len(text) // 2], r"config\.json.*Unterminated|config\.json.*Expecting"),
-        (lambda text: text.replace('"num_inference_steps": 10', '"num_inference_steps": 0'),
-         r"config\.json.*num_inference_steps` must be >= 1"),
+        (
+            lambda text: text.replace('"num_inference_steps": 10', '"num_inference_steps": 0'),
+            r"config\.json.*num_inference_steps` must be >= 1",
+        ),
         (lambda text: text.replace('"num_inference_steps"', '"num_infrence_steps"'), r"num_infrence_steps"),
     ],
     ids=["truncated", "value out of range", "unknown field"],

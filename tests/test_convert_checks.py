@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 
-from benchmarks.builtin_offline import build_builtin_policy
 from lerobot_fastwam.checkpoint_conversion import (
     ConversionError,
     architecture_from_weights,
@@ -16,8 +15,9 @@ from lerobot_fastwam.checkpoint_conversion import (
     wan_layout_to_plugin,
 )
 from lerobot_fastwam.cli import main
+from lerobot_fastwam.testing.builtin_offline import build_builtin_policy
 
-from .test_builtin_interop import TINY, official_payload
+from .helpers import TINY, official_payload
 
 ACTION_DIM, STATE_DIM = 7, 8
 
@@ -153,8 +153,13 @@ def test_num_heads_must_fit_the_weights(tmp_path, capsys, payload, heads, expect
 
 def test_num_heads_of_a_released_wan_width_must_be_its_own():
     state = {k: torch.empty(3072, 48, 1, 2, 2, device="meta") for k in ["mot.mixtures.video.patch_embedding.weight"]}
-    for key in ("video.text_embedding.0", "video.time_embedding.0", "video.blocks.0.ffn.0", "action.action_encoder",
-                "action.blocks.0.ffn.0"):
+    for key in (
+        "video.text_embedding.0",
+        "video.time_embedding.0",
+        "video.blocks.0.ffn.0",
+        "action.action_encoder",
+        "action.blocks.0.ffn.0",
+    ):
         state[f"mot.mixtures.{key}.weight"] = torch.empty(64, 64, device="meta")
     with pytest.raises(ConversionError, match="Wan width 3072 has 24 heads of 128: pass --num-heads 24"):
         architecture_from_weights(state, 12)
@@ -164,14 +169,22 @@ def test_num_heads_of_a_released_wan_width_must_be_its_own():
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda mot: mot.pop("mixtures.action.action_encoder.weight"),
-         "1 missing: mot.mixtures.action.action_encoder.weight"),
-        (lambda mot: mot.pop("mixtures.video.blocks.1.cross_attn.k.weight"),
-         "1 missing: mot.mixtures.video.blocks.1.cross_attn.k.weight"),
-        (lambda mot: mot.update({"mixtures.video.extra.weight": torch.zeros(1)}),
-         "1 not in the model: mot.mixtures.video.extra.weight"),
-        (lambda mot: mot.update({"mixtures.action.blocks.1.ffn.0.weight": torch.zeros(3, 3)}),
-         "1 of the wrong shape: mot.mixtures.action.blocks.1.ffn.0.weight (3, 3) (model: (32, 16))"),
+        (
+            lambda mot: mot.pop("mixtures.action.action_encoder.weight"),
+            "1 missing: mot.mixtures.action.action_encoder.weight",
+        ),
+        (
+            lambda mot: mot.pop("mixtures.video.blocks.1.cross_attn.k.weight"),
+            "1 missing: mot.mixtures.video.blocks.1.cross_attn.k.weight",
+        ),
+        (
+            lambda mot: mot.update({"mixtures.video.extra.weight": torch.zeros(1)}),
+            "1 not in the model: mot.mixtures.video.extra.weight",
+        ),
+        (
+            lambda mot: mot.update({"mixtures.action.blocks.1.ffn.0.weight": torch.zeros(3, 3)}),
+            "1 of the wrong shape: mot.mixtures.action.blocks.1.ffn.0.weight (3, 3) (model: (32, 16))",
+        ),
     ],
 )
 def test_checkpoint_without_the_model_tensors_is_refused(tmp_path, capsys, payload, edit, expected):

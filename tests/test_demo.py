@@ -34,9 +34,29 @@ def test_the_env_hands_the_policy_what_the_recorder_records(tmp_path):
 def demo_run(tmp_path_factory):
     """One CI-sized demo: 8 scripted episodes, 250 training steps, 2 evaluation episodes (about 3 minutes)."""
     out = tmp_path_factory.mktemp("demo") / "run"
-    main(["demo", "--task", "button-press-topdown-v3", "--output", str(out), "--episodes", "8", "--steps", "250",
-          "--batch-size", "16", "--lr", "1e-3", "--eval-episodes", "2", "--episode-length", "150",
-          "--probe-frames", "48"])
+    main(
+        [
+            "demo",
+            "--task",
+            "button-press-topdown-v3",
+            "--output",
+            str(out),
+            "--episodes",
+            "8",
+            "--steps",
+            "250",
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-3",
+            "--eval-episodes",
+            "2",
+            "--episode-length",
+            "150",
+            "--probe-frames",
+            "48",
+        ]
+    )
     return out, json.loads((out / "report.json").read_text())
 
 

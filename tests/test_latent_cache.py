@@ -18,8 +18,8 @@ from lerobot.utils.feature_utils import dataset_to_policy_features
 from lerobot_fastwam import FastWAMConfig, FastWAMPolicy, latent_cache
 from lerobot_fastwam.cli import main
 from lerobot_fastwam.latent_cache import LatentCache, StaleCacheError, cache_dir
+from lerobot_fastwam.testing.synthetic_dataset import make_dataset
 
-from .dataset_utils import make_dataset
 from .test_lerobot_train import logged_steps, run_train
 
 REPO_ID = "local/fastwam_cache_test"
@@ -34,16 +34,27 @@ def dataset_root(tmp_path_factory):
 
 
 def run_cache(root, *extra):
-    main(["cache", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={root}", "--dataset.video_backend=pyav",
-          *CACHE_ARGS, *extra])
+    main(
+        [
+            "cache",
+            f"--dataset.repo_id={REPO_ID}",
+            f"--dataset.root={root}",
+            "--dataset.video_backend=pyav",
+            *CACHE_ARGS,
+            *extra,
+        ]
+    )
 
 
 def policy_for(root, **overrides) -> tuple[FastWAMPolicy, LeRobotDatasetMetadata]:
     meta = LeRobotDatasetMetadata(REPO_ID, root=root)
     features = dataset_to_policy_features(meta.features)
     config = FastWAMConfig(
-        preset="tiny", device="cpu", output_features={"action": features["action"]},
-        input_features={k: f for k, f in features.items() if k != "action"}, **overrides,
+        preset="tiny",
+        device="cpu",
+        output_features={"action": features["action"]},
+        input_features={k: f for k, f in features.items() if k != "action"},
+        **overrides,
     )
     return FastWAMPolicy(config, dataset_meta=meta), meta
 
@@ -56,8 +67,12 @@ def test_interrupted_cache_resumes_to_the_same_files(dataset_root):
         policy_for(dataset_root)
     run_cache(dataset_root)  # resumes
     resumed = {p.name: p.read_bytes() for p in cache_dir(dataset_root).glob("*.safetensors")}
-    assert sorted(resumed) == ["latents-00000.safetensors", "latents-00001.safetensors",
-                               "latents-00002.safetensors", "text.safetensors"]
+    assert sorted(resumed) == [
+        "latents-00000.safetensors",
+        "latents-00001.safetensors",
+        "latents-00002.safetensors",
+        "text.safetensors",
+    ]
     shutil.rmtree(cache_dir(dataset_root))
     run_cache(dataset_root)  # one uninterrupted run
     fresh = {p.name: p.read_bytes() for p in cache_dir(dataset_root).glob("*.safetensors")}
@@ -70,14 +85,15 @@ def test_cached_latents_are_the_live_vae_latents(dataset_root):
     cached, meta = policy_for(dataset_root)
     assert cached._latent_cache is not None and "latent_encoder" not in cached._modules  # VAE never built
     live, _ = policy_for(dataset_root, use_latent_cache=False)
-    dataset = LeRobotDataset(REPO_ID, root=dataset_root, delta_timestamps=resolve_delta_timestamps(live.config, meta),
-                             video_backend="pyav")
+    dataset = LeRobotDataset(
+        REPO_ID, root=dataset_root, delta_timestamps=resolve_delta_timestamps(live.config, meta), video_backend="pyav"
+    )
     batch = torch.utils.data.default_collate([dataset[i] for i in (0, 17, 23, 40)])  # 23, 47: episode ends
     # The random VAE has no published statistics: both normalise with the same statistics of the data.
     assert cached.config.latent_mean == live.config.latent_mean and len(live.config.latent_mean) == 48
     assert cached.config.latent_std == live.config.latent_std
-    torch.testing.assert_close(cached._latents(batch, 9), live._latents(batch, 9), rtol=1e-5, atol=1e-5)
-    first = live._latents(batch, 9)[:, :, 0]  # statistics come from single frames: those are normalised
+    torch.testing.assert_close(cached._training_latents(batch), live._training_latents(batch), rtol=1e-5, atol=1e-5)
+    first = live._training_latents(batch)[:, :, 0]  # statistics come from single frames: those are normalised
     assert first.mean().abs() < 0.5 and 0.3 < first.std() < 3.0
     cached.train()
     torch.testing.assert_close(cached._text_context(batch, 4), live.prompt_encoder(list(batch["task"])))
@@ -95,10 +111,23 @@ def test_changed_settings_make_the_cache_stale(dataset_root):
 def test_lerobot_train_first_step_loss_is_the_same_with_and_without_the_cache(dataset_root, tmp_path):
     if not (cache_dir(dataset_root) / "manifest.json").exists():
         run_cache(dataset_root)
-    args = ["--policy.type=fastwam", "--policy.preset=tiny", "--policy.device=cpu", "--policy.push_to_hub=false",
-            f"--dataset.repo_id={REPO_ID}", f"--dataset.root={dataset_root}", "--dataset.video_backend=pyav",
-            "--steps=1", "--batch_size=4", "--log_freq=1", "--save_checkpoint=false", "--num_workers=0",
-            "--env_eval_freq=0", "--wandb.enable=false", "--seed=3"]
+    args = [
+        "--policy.type=fastwam",
+        "--policy.preset=tiny",
+        "--policy.device=cpu",
+        "--policy.push_to_hub=false",
+        f"--dataset.repo_id={REPO_ID}",
+        f"--dataset.root={dataset_root}",
+        "--dataset.video_backend=pyav",
+        "--steps=1",
+        "--batch_size=4",
+        "--log_freq=1",
+        "--save_checkpoint=false",
+        "--num_workers=0",
+        "--env_eval_freq=0",
+        "--wandb.enable=false",
+        "--seed=3",
+    ]
     with_cache = run_train([*args, f"--output_dir={tmp_path / 'cached'}"], cwd=tmp_path)
     without = run_train([*args, f"--output_dir={tmp_path / 'live'}", "--policy.use_latent_cache=false"], cwd=tmp_path)
     assert "training from the latent cache" in with_cache.stdout + with_cache.stderr
@@ -110,8 +139,11 @@ def built_cache(root) -> dict[str, bytes]:
     """The cache's tensors and manifest (built if need be), by file name."""
     if not (cache_dir(root) / "manifest.json").exists():
         run_cache(root)
-    return {p.name: p.read_bytes() for p in cache_dir(root).iterdir() if p.suffix in (".safetensors", ".json")
-            and p.name != latent_cache.FILE_HASHES}
+    return {
+        p.name: p.read_bytes()
+        for p in cache_dir(root).iterdir()
+        if p.suffix in (".safetensors", ".json") and p.name != latent_cache.FILE_HASHES
+    }
 
 
 def copy_of(root, tmp_path, cache: bool = True):

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .dataset_utils import make_dataset
+from lerobot_fastwam.testing.synthetic_dataset import make_dataset
 
 REPO_ID = "local/fastwam_train_test"
 TIMEOUT_S = 300

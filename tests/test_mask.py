@@ -1,25 +1,29 @@
-"""The Fast-WAM mask: computed mask-free, identical to the dense reference, and leak-free."""
+"""The attention masks: computed mask-free, identical to their dense references, and leak-free."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from lerobot_fastwam.attention import dense_reference_mask, fastwam_attention
+from lerobot_fastwam.attention import MASKS, dense_reference_mask, mot_attention
 
-from .conftest import make_policy
+from .helpers import make_policy
 
 
-def test_mask_free_attention_equals_dense_masked_attention():
+@pytest.mark.parametrize("mask_name", MASKS)
+def test_mask_free_attention_equals_dense_masked_attention(mask_name):
     g = torch.Generator().manual_seed(0)
     n0, nf, na, heads, dim = 5, 10, 7, 3, 8
     q, k, v = (torch.randn(2, n0 + nf + na, heads, dim, generator=g) for _ in range(3))
     lv = n0 + nf
-    video_out, action_out = fastwam_attention(
-        (q[:, :lv], k[:, :lv], v[:, :lv]), (q[:, lv:], k[:, lv:], v[:, lv:]), first_frame_len=n0
+    video_out, action_out = mot_attention(
+        (q[:, :lv], k[:, :lv], v[:, :lv]), (q[:, lv:], k[:, lv:], v[:, lv:]), first_frame_len=n0, mask=mask_name
     )
-    mask = dense_reference_mask(n0, nf, na)
-    dense = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
-    ).transpose(1, 2).flatten(2)
+    mask = dense_reference_mask(n0, nf, na, mask=mask_name)
+    dense = (
+        F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+        .transpose(1, 2)
+        .flatten(2)
+    )
     torch.testing.assert_close(torch.cat([video_out, action_out], dim=1), dense, rtol=1e-5, atol=1e-6)
 
 
@@ -35,6 +39,14 @@ def test_dense_reference_mask_is_the_paper_table():
         dtype=torch.bool,
     )
     assert torch.equal(m, expected)
+    bidirectional = dense_reference_mask(1, 2, 1, mask="video_bidirectional")
+    expected[0, 1:3] = True  # the one difference: F0 also sees Ff
+    assert torch.equal(bidirectional, expected)
+
+
+def test_unknown_mask_is_refused():
+    with pytest.raises(ValueError, match="mask must be one of"):
+        dense_reference_mask(1, 2, 1, mask="causal")
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import torch
 
 from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 
-from .conftest import make_policy, observation, training_batch
+from .helpers import make_policy, observation, training_batch
 
 peft = pytest.importorskip("peft")
 

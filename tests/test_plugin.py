@@ -2,7 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from lerobot.configs import PreTrainedConfig
 from lerobot.policies.factory import get_policy_class, make_policy_config, make_pre_post_processors
 from lerobot.processor import ProcessorStepRegistry
@@ -10,7 +12,7 @@ from lerobot.processor import ProcessorStepRegistry
 from lerobot_fastwam import FastWAMConfig, FastWAMPolicy
 from lerobot_fastwam.processor_fastwam import FastWAMCameraResizeStep
 
-from .conftest import make_config
+from .helpers import make_config
 
 
 def test_type_fastwam_resolves_to_the_plugin():
@@ -43,3 +45,14 @@ def test_lerobot_plugin_discovery_selects_the_plugin_in_a_fresh_interpreter():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "lerobot_fastwam.modeling_fastwam"
     assert result.stderr.count("now resolves to the lerobot_fastwam plugin") == 1
+
+
+@pytest.mark.parametrize("script", ["lerobot-train", "lerobot-eval", "lerobot-rollout"])
+def test_help_of_each_lerobot_script_shows_the_plugins_options(script):
+    """argparse %-formats every help string: a stray percent sign in a config comment crashed --help."""
+    executable = Path(sys.executable).with_name(script)
+    result = subprocess.run(
+        [str(executable), "--policy.type=fastwam", "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--policy.action_clamp_margin" in result.stdout and "--policy.video_codec" in result.stdout

@@ -10,7 +10,7 @@ import torch
 from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
 from lerobot_fastwam.safety import NonFiniteActionError
 
-from .conftest import make_config, make_policy, observation
+from .helpers import make_config, make_policy, observation
 
 ACTION_DIM, STATE_DIM = 7, 8
 
@@ -21,8 +21,12 @@ def _stats(action_min=-1.0, action_max=1.0):
 
     return {
         "observation.state": {"mean": vec(0, STATE_DIM), "std": vec(1, STATE_DIM)},
-        "action": {"mean": vec(0, ACTION_DIM), "std": vec(1, ACTION_DIM),
-                   "min": vec(action_min, ACTION_DIM), "max": vec(action_max, ACTION_DIM)},
+        "action": {
+            "mean": vec(0, ACTION_DIM),
+            "std": vec(1, ACTION_DIM),
+            "min": vec(action_min, ACTION_DIM),
+            "max": vec(action_max, ACTION_DIM),
+        },
     }
 
 
@@ -121,7 +125,9 @@ BAD_OBSERVATIONS = {
     "camera batch differs from state": (lambda b: b.update({CAM: b[CAM][:1]}), r"disagree on the batch size"),
     "no batch dimension": (lambda b: b.update({CAM: b[CAM][0]}), r"no batch dimension.*unsqueeze\(0\)"),
     "state without batch dimension": (
-        lambda b: b.update({"observation.state": b["observation.state"][0]}), r"no batch dimension"),
+        lambda b: b.update({"observation.state": b["observation.state"][0]}),
+        r"no batch dimension",
+    ),
     "channels last": (lambda b: b.update({CAM: b[CAM].permute(0, 2, 3, 1)}), r"channels last: permute"),
     "numpy image": (lambda b: b.update({CAM: b[CAM].numpy()}), r"is a ndarray.*preprocessor"),
     "uint8 image": (lambda b: b.update({CAM: (b[CAM] * 255).to(torch.uint8)}), r"dtype torch.uint8.*/ 255"),
@@ -129,8 +135,10 @@ BAD_OBSERVATIONS = {
     "task None in a list": (lambda b: b.update({"task": ["press", None]}), r"`task` must be a string"),
     "task not a string": (lambda b: b.update({"task": 3}), r"`task` must be a string"),
     "wrong number of tasks": (lambda b: b.update({"task": ["a", "b", "c"]}), r"3 task strings for a batch of 2"),
-    "empty batch": (lambda b: b.update({CAM: b[CAM][:0], "observation.state": b["observation.state"][:0],
-                                        "task": []}), r"batch is empty"),
+    "empty batch": (
+        lambda b: b.update({CAM: b[CAM][:0], "observation.state": b["observation.state"][:0], "task": []}),
+        r"batch is empty",
+    ),
 }
 
 
@@ -201,4 +209,3 @@ def test_select_action_from_a_second_thread_is_an_error(policy):
     thread.join()
     assert errors and "second thread" in errors[0] and "one policy per robot loop" in errors[0]
     policy.reset()
-

@@ -6,7 +6,7 @@ import torch
 from lerobot_fastwam.flow_matching import TimestepLossWeight, sample_noise_levels, shift_warp
 from lerobot_fastwam.model import future_latent_padding
 
-from .conftest import make_policy, training_batch
+from .helpers import make_policy, training_batch
 
 
 def test_reduction_none_gives_per_sample_losses_that_average_to_the_mean():
@@ -19,6 +19,27 @@ def test_reduction_none_gives_per_sample_losses_that_average_to_the_mean():
     assert per_sample.shape == (3,)
     torch.testing.assert_close(per_sample.mean(), mean)
     assert set(info) == {"loss_video", "loss_action"}
+
+
+def test_loss_is_the_weighted_sum_of_its_terms_and_other_reductions_are_refused():
+    policy = make_policy(video_loss_weight=0.5, action_loss_weight=2.0)
+    g = torch.Generator().manual_seed(2)
+    latents = torch.randn(3, 48, 3, 2, 4, generator=g)
+    context = torch.randn(3, 17, 32, generator=g)
+    actions = torch.randn(3, 32, 7, generator=g)
+    torch.manual_seed(0)
+    per_sample = policy.model.compute_loss(latents, context, actions, reduction="none")
+    torch.manual_seed(0)
+    mean = policy.model.compute_loss(latents, context, actions)
+    assert per_sample.total.shape == per_sample.video.shape == per_sample.action.shape == (3,)
+    torch.testing.assert_close(per_sample.total, 0.5 * per_sample.video + 2.0 * per_sample.action)
+    torch.testing.assert_close(mean.total, per_sample.total.mean())
+
+    batch = training_batch(policy.config)
+    loss, info = policy.forward(batch)
+    assert loss.item() == pytest.approx(0.5 * info["loss_video"] + 2.0 * info["loss_action"], rel=1e-5)
+    with pytest.raises(ValueError, match=r"reduction must be one of \('mean', 'none'\), got 'sum'"):
+        policy.forward(batch, reduction="sum")
 
 
 def test_future_latent_padding_maps_four_frames_per_latent_frame():
@@ -58,6 +79,19 @@ def test_timestep_weight_and_sampling_match_the_reference_scheduler():
     assert abs(float(s.median()) - float(shift_warp(torch.tensor(0.5), 5.0))) < 0.02
 
 
+def test_training_levels_relation_to_diffusers_flow_match_euler_scheduler():
+    """diffusers' scheduler holds a discrete training grid (the warp of k / 1000); we draw continuous levels of
+    the same warp. Its grid is the one our timestep weight is normalised over: min 0 and mean 1 there."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5.0)
+    k = torch.arange(1000, 0, -1, dtype=torch.float64) / 1000
+    torch.testing.assert_close(scheduler.sigmas.double(), shift_warp(k, 5.0), atol=2e-7, rtol=0)
+    torch.testing.assert_close(scheduler.timesteps, scheduler.sigmas * 1000)
+    weight = TimestepLossWeight(1000, 5.0)(scheduler.timesteps)
+    assert abs(float(weight.min())) < 1e-5 and abs(float(weight.mean()) - 1.0) < 1e-5
+
+
 def test_bfloat16_is_mixed_precision_with_fp32_master_weights():
     policy = make_policy(dtype="bfloat16")
     batch = training_batch(policy.config)
@@ -90,7 +124,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_different_tasks_give_different_contexts_and_chunks():
-    from .conftest import observation
+    from .helpers import observation
 
     policy = make_policy()
     contexts = policy.prompt_encoder(["pick up the red cube", "open the top drawer"])
@@ -113,7 +147,7 @@ def test_a_truncated_instruction_is_reported(caplog):
 def test_optimizer_preset_is_lerobots_adamw_update_in_one_fused_step():
     from lerobot.optim import AdamWConfig
 
-    from lerobot_fastwam.configuration_fastwam import FusedAdamWConfig
+    from lerobot_fastwam.plugin import FusedAdamWConfig
 
     torch.manual_seed(0)
     weights = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]

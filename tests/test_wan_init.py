@@ -9,7 +9,9 @@ from lerobot_fastwam.frozen_encoders import LatentEncoder, MissingWeightsError, 
 from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 from lerobot_fastwam.video_expert import build_video_expert
 
-from .conftest import make_config, observation
+from .helpers import make_config, observation
+
+TINY_VIDEO = dict(num_layers=2, num_heads=2, head_dim=12, ffn_dim=48, in_channels=48, text_dim=32, freq_dim=16)
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,7 @@ def wan_repo(tmp_path_factory):
     """A directory laid out like Wan-AI/Wan2.2-TI2V-5B-Diffusers, with tiny random models."""
     root = tmp_path_factory.mktemp("wan22")
     torch.manual_seed(0)
-    video = build_video_expert(2, 2, 12, 48, 48, 32, 16)
+    video = build_video_expert(**TINY_VIDEO)
     video.save_pretrained(root / "transformer")
     LatentEncoder.random(4, 48).codec.save_pretrained(root / "vae")
     prompt = PromptEncoder.random(32, 1, 16, "{task}", 8)
@@ -47,7 +49,7 @@ def test_action_expert_is_the_interpolated_video_expert(wan_repo):
     policy = FastWAMPolicy(make_config(use_pretrained_wan=True, pretrained_model_id=str(root)))
     action = policy.model.action.state_dict()
     src = video.state_dict()
-    # A Linear whose input shrinks 24 -> 16 and output grows 24 -> 24 (q/k/v project into the shared
+    # A Linear whose input shrinks 24 -> 16 while its output stays 24 (q/k/v project into the shared
     # attention space): bilinear resize with align_corners, times sqrt(24 / 16).
     key = "blocks.0.attn1.to_q.weight"
     expected = F.interpolate(src[key][None, None], size=action[key].shape, mode="bilinear", align_corners=True)[0, 0]
@@ -70,7 +72,7 @@ def test_action_expert_is_the_interpolated_video_expert(wan_repo):
 
 
 def test_action_init_skips_only_the_action_io_layers():
-    video = build_video_expert(2, 2, 12, 48, 48, 32, 16).state_dict()
+    video = build_video_expert(**TINY_VIDEO).state_dict()
     shapes = {"action_in.weight": torch.Size([16, 7]), "blocks.0.ffn.net.2.weight": torch.Size([16, 32])}
     out = action_expert_from_video(video, shapes)
     assert set(out) == {"blocks.0.ffn.net.2.weight"}

@@ -24,8 +24,7 @@ from torch.utils.data import default_collate
 
 from lerobot_fastwam.configuration_fastwam import FastWAMConfig
 from lerobot_fastwam.model import future_latent_padding
-
-from .dataset_utils import make_dataset
+from lerobot_fastwam.testing.synthetic_dataset import make_dataset
 
 REPO_ID = "local/fastwam_windows_test"
 EPISODE_LEN = 40  # frames per episode; episode 0 is dataset indices 0..39, episode 1 is 40..79

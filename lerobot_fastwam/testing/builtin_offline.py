@@ -11,7 +11,7 @@ built-in's code; only the wrapped models are small and random.
 The random frozen components mirror the plugin's random ones (``lerobot_fastwam.frozen_encoders``:
 ``LatentEncoder.random`` and ``PromptEncoder.random``), so a benchmark compares like with like.
 
-    from benchmarks.builtin_offline import build_builtin_policy
+    from lerobot_fastwam.testing.builtin_offline import build_builtin_policy
     policy = build_builtin_policy(7, 8, (32, 64), 1, num_layers=2, num_heads=2, head_dim=12,
                                   video_ffn_dim=48, action_hidden_dim=16, action_ffn_dim=32,
                                   text_dim=32, freq_dim=16)
@@ -46,18 +46,33 @@ def random_wan_vae(base_dim: int = 4, z_dim: int = LATENT_CHANNELS) -> Autoencod
     Same construction as the plugin's ``LatentEncoder.random``.
     """
     return AutoencoderKLWan(
-        base_dim=base_dim, z_dim=z_dim, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-        temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
-        in_channels=12, out_channels=12, scale_factor_temporal=4, scale_factor_spatial=16,
-        latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim,
+        base_dim=base_dim,
+        z_dim=z_dim,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        patch_size=2,
+        in_channels=12,
+        out_channels=12,
+        scale_factor_temporal=4,
+        scale_factor_spatial=16,
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
     ).eval()
 
 
 def random_umt5_encoder(text_dim: int, num_layers: int, vocab_size: int) -> UMT5EncoderModel:
     """Small random umT5 encoder; same construction as the plugin's ``PromptEncoder.random``."""
     config = UMT5Config(
-        vocab_size=vocab_size, d_model=text_dim, d_kv=max(text_dim // 4, 8), d_ff=2 * text_dim,
-        num_layers=num_layers, num_heads=4, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        vocab_size=vocab_size,
+        d_model=text_dim,
+        d_kv=max(text_dim // 4, 8),
+        d_ff=2 * text_dim,
+        num_layers=num_layers,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
     )
     # eval(), as `from_pretrained` returns it: the built-in never switches its unregistered frozen encoders
     # to eval mode itself, so a train-mode stand-in would run umT5's dropout at inference.
@@ -78,9 +93,7 @@ def offline_wan_tokenizer(seq_len: int) -> WanTokenizer:
 
 
 @contextlib.contextmanager
-def offline_wan_components(
-    text_dim: int, vae_base_dim: int = 4, text_encoder_layers: int = 1
-) -> Iterator[None]:
+def offline_wan_components(text_dim: int, vae_base_dim: int = 4, text_encoder_layers: int = 1) -> Iterator[None]:
     """Patch the built-in's three Hub loaders with small random components while building a policy.
 
     The patch is undone on exit; it only affects policies constructed inside the ``with`` block.
@@ -141,14 +154,25 @@ def builtin_dit_configs(
 
     video = default_video_dit_config(action_dim)
     video.update(
-        hidden_dim=num_heads * head_dim, ffn_dim=video_ffn_dim, num_heads=num_heads, attn_head_dim=head_dim,
-        num_layers=num_layers, text_dim=text_dim, freq_dim=freq_dim, in_dim=LATENT_CHANNELS,
+        hidden_dim=num_heads * head_dim,
+        ffn_dim=video_ffn_dim,
+        num_heads=num_heads,
+        attn_head_dim=head_dim,
+        num_layers=num_layers,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+        in_dim=LATENT_CHANNELS,
         out_dim=LATENT_CHANNELS,
     )
     action = default_action_dit_config(action_dim)
     action.update(
-        hidden_dim=action_hidden_dim, ffn_dim=action_ffn_dim, num_heads=num_heads, attn_head_dim=head_dim,
-        num_layers=num_layers, text_dim=text_dim, freq_dim=freq_dim,
+        hidden_dim=action_hidden_dim,
+        ffn_dim=action_ffn_dim,
+        num_heads=num_heads,
+        attn_head_dim=head_dim,
+        num_layers=num_layers,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
     )
     return video, action
 
@@ -200,8 +224,15 @@ def build_builtin_policy(
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
     video_cfg, action_cfg = builtin_dit_configs(
-        action_dim, num_layers, num_heads, head_dim, video_ffn_dim, action_hidden_dim, action_ffn_dim,
-        text_dim, freq_dim,
+        action_dim,
+        num_layers,
+        num_heads,
+        head_dim,
+        video_ffn_dim,
+        action_hidden_dim,
+        action_ffn_dim,
+        text_dim,
+        freq_dim,
     )
     inputs, outputs = builtin_features(action_dim, state_dim, tuple(image_size), cameras)
     config = BuiltinFastWAMConfig(

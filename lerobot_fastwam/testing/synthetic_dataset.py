@@ -8,12 +8,12 @@ images, the state and the task.
 
 Usage from Python::
 
-    from synthetic_dataset import make_dataset
+    from lerobot_fastwam.testing.synthetic_dataset import make_dataset
     dataset = make_dataset("/tmp/fastwam_demo_data")
 
 or from the command line::
 
-    python examples/synthetic_dataset.py /tmp/fastwam_demo_data --episodes 4 --frames 64
+    python -m lerobot_fastwam.testing.synthetic_dataset /tmp/fastwam_demo_data --episodes 4 --frames 64
 """
 
 from __future__ import annotations
@@ -55,9 +55,7 @@ def _render(camera: str, index: int, pose: np.ndarray, height: int, width: int, 
         half = 0.15
     else:
         half = 0.22
-    background = np.stack(
-        [0.35 + 0.25 * xs, 0.35 + 0.25 * ys, 0.45 - 0.15 * (xs + ys) / 2], axis=-1
-    )
+    background = np.stack([0.35 + 0.25 * xs, 0.35 + 0.25 * ys, 0.45 - 0.15 * (xs + ys) / 2], axis=-1)
     # Signed distance to the square's border, turned into a soft mask (a few pixels of anti-aliasing).
     distance = np.maximum(np.abs(xs - x), np.abs(ys - y)) - half
     mask = np.clip(0.5 - distance * max(height, width) / 4.0, 0.0, 1.0)[..., None]
@@ -160,8 +158,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     dataset = make_dataset(
-        args.root, args.repo_id, args.episodes, args.frames, tuple(args.cameras), tuple(args.image_hw),
-        fps=args.fps, seed=args.seed,
+        args.root,
+        args.repo_id,
+        args.episodes,
+        args.frames,
+        tuple(args.cameras),
+        tuple(args.image_hw),
+        fps=args.fps,
+        seed=args.seed,
     )
     print(f"Wrote {dataset.meta.total_episodes} episodes, {dataset.meta.total_frames} frames to {args.root}")
 

@@ -1,0 +1,87 @@
+"""What importing ``lerobot_fastwam`` changes in LeRobot, and why. ``install()`` (run by the package's
+``__init__``, which LeRobot's plugin discovery imports through ``lerobot_policy_fastwam``) does three things:
+
+1. **Policy type.** ``--policy.type=fastwam`` resolves to this plugin's ``FastWAMConfig`` in every LeRobot script
+   (lerobot-train, lerobot-eval, lerobot-rollout, ``get_policy_class``, ``make_pre_post_processors``),
+   replacing LeRobot's built-in ``lerobot.policies.fastwam`` in ``PreTrainedConfig``'s choice registry. The
+   built-in's config module is imported first, so that its own registration can never run later and undo ours.
+2. **Built-in checkpoints.** ``PreTrainedConfig.from_pretrained``, the one place every LeRobot entry point parses
+   a checkpoint's config (``--policy.path``), translates a config saved by the built-in fastwam to the plugin's
+   fields in a temporary copy, so built-in checkpoints load unchanged; other configs go to LeRobot's own code.
+   It also reports an unreadable or refused ``config.json`` with its cause instead of draccus' bare
+   "Couldn't instantiate class".
+3. **Optimizer preset.** ``fastwam_fused_adamw`` (``FusedAdamWConfig``) is registered with LeRobot's
+   ``OptimizerConfig``, so ``lerobot-train`` can build it and resume checkpoints that name it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+import draccus
+import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401  (the built-in registers first; see 1.)
+import torch
+from lerobot.configs import PreTrainedConfig
+from lerobot.optim import AdamWConfig, OptimizerConfig
+
+from .configuration_fastwam import FastWAMConfig
+
+logger = logging.getLogger(__name__)
+
+
+@OptimizerConfig.register_subclass("fastwam_fused_adamw")
+@dataclass
+class FusedAdamWConfig(AdamWConfig):
+    """LeRobot's AdamW with PyTorch's fused implementation: the same update, one kernel over all parameters
+    instead of a loop over tensors (CUDA and CPU), falling back to the multi-tensor one elsewhere."""
+
+    def build(self, params):
+        kwargs = asdict(self)
+        kwargs.pop("grad_clip_norm")
+        try:
+            return torch.optim.AdamW(params, fused=True, **kwargs)
+        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+            return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
+def install() -> None:
+    if _register_policy_type():
+        logger.info(
+            "lerobot-fastwam: policy type 'fastwam' now resolves to the lerobot_fastwam plugin "
+            "(replacing LeRobot's built-in lerobot.policies.fastwam)."
+        )
+    _patch_config_loading()
+
+
+def _register_policy_type() -> bool:
+    """Returns True the first time the plugin takes the type over."""
+    registry = PreTrainedConfig._choice_registry
+    replaced = registry.get("fastwam") is not FastWAMConfig
+    registry["fastwam"] = FastWAMConfig
+    return replaced
+
+
+def _patch_config_loading() -> None:
+    original = PreTrainedConfig.from_pretrained.__func__
+    if getattr(original, "_fastwam_translates", False):
+        return
+
+    def from_pretrained(cls, pretrained_name_or_path, **kwargs):
+        from .checkpoint_conversion import load_translated_builtin_config  # noqa: PLC0415
+
+        try:
+            with load_translated_builtin_config(pretrained_name_or_path, kwargs) as path:
+                return original(cls, path, **kwargs)
+        except (json.JSONDecodeError, draccus.utils.ParsingError) as err:
+            # draccus reports "Couldn't instantiate class"; the reason (a refused value) is its cause.
+            cause = f" ({type(err.__cause__).__name__}: {err.__cause__})" if err.__cause__ else ""
+            raise ValueError(
+                f"Cannot read the policy config.json of {pretrained_name_or_path}: {err}{cause}. Fix that value, "
+                "or re-download / re-save the checkpoint if the file is damaged."
+            ) from err
+
+    from_pretrained._fastwam_translates = True
+    from_pretrained.__doc__ = original.__doc__
+    PreTrainedConfig.from_pretrained = classmethod(from_pretrained)
