@@ -65,7 +65,7 @@ _STATE_KEY = re.compile(r"^(?:model\.)?proprio_encoder\.(weight|bias)$")
 
 
 def _rename(rest: str, table: dict[str, str]) -> str | None:
-    """``rest`` is ``<module path>.<param>``; rename the module path by the longest matching entry."""
+    """``rest`` is ``<module path>.<param>``; rename the module path by its entry in ``table`` (None: unknown)."""
     module, _, param = rest.rpartition(".")
     if module in table:
         return f"{table[module]}.{param}"
@@ -179,6 +179,19 @@ def load_translated_builtin_config(name_or_path, hub_kwargs: dict[str, Any]):
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_saved_config(name_or_path, hub_kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """A checkpoint's config.json as the plugin's fields (a built-in config translated); None when it has none
+    that can be read (LeRobot's own loader reports that where it matters)."""
+    config_file = _config_file(name_or_path, hub_kwargs)
+    try:
+        raw = json.loads(Path(config_file).read_text()) if config_file else None
+        if raw is not None and raw.get("type") == "fastwam" and is_builtin_config(raw):
+            raw = {"type": "fastwam", **translate_builtin_config(raw)}
+    except (OSError, ValueError):
+        return None
+    return raw
 
 
 def _config_file(name_or_path, hub_kwargs: dict[str, Any]) -> str | None:
@@ -391,7 +404,7 @@ def check_checkpoint_keys(
         if k in state and shape is not None and tuple(state[k].shape) != shape
     ]
     problems = [
-        f"{len(keys)} {label}: {_head(keys)}"
+        f"{len(keys)} {label}: {name_list(keys)}"
         for label, keys in (("missing", missing), ("not in the model", unexpected), ("of the wrong shape", wrong))
         if keys
     ]
@@ -402,8 +415,11 @@ def check_checkpoint_keys(
         )
 
 
-def _head(keys: list[str], n: int = 8) -> str:
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+def name_list(names: list[str], n: int = 8) -> str:
+    """The first ``n`` names, for error messages: ``a, b, c and 5 more``; ``none`` for an empty list."""
+    if not names:
+        return "none"
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
 def official_key(plugin_key: str) -> str:

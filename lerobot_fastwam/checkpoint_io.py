@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from .checkpoint_conversion import is_wan_layout, wan_layout_to_plugin
+from .checkpoint_conversion import is_wan_layout, name_list, wan_layout_to_plugin
 
 FROZEN_ENCODERS = ("latent_encoder.", "prompt_encoder.")  # rebuilt from the config, never stored
 
@@ -48,7 +48,7 @@ def read_weights(model_file: str | Path, device: str, compute_dtype: torch.dtype
     non_finite = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if non_finite:
         raise ValueError(
-            f"{model_file} holds NaN or Inf in {_head(sorted(non_finite))}: the checkpoint is corrupt or was "
+            f"{model_file} holds NaN or Inf in {name_list(sorted(non_finite))}: the checkpoint is corrupt or was "
             "saved after training diverged. Load an earlier checkpoint."
         )
     return state_dict
@@ -69,8 +69,8 @@ def assign_weights(module: nn.Module, state_dict: dict[str, Tensor], source: str
     if missing or unexpected or mismatched:
         raise RuntimeError(
             f"Cannot load the Fast-WAM weights from {source}: the checkpoint does not match the model "
-            f"built from its config.\n  missing: {_head(missing)}\n  unexpected: {_head(unexpected)}\n"
-            f"  wrong shape or dtype: {_head(mismatched)}\nCheck that the config (layers, widths, action/state "
+            f"built from its config.\n  missing: {name_list(missing)}\n  unexpected: {name_list(unexpected)}\n"
+            f"  wrong shape or dtype: {name_list(mismatched)}\nCheck that the config (layers, widths, action/state "
             "dimensions, cameras) is the one the checkpoint was trained with."
         )
     module.load_state_dict(state_dict, strict=False, assign=True)
@@ -113,7 +113,3 @@ def drop_frozen_encoder_keys(module: nn.Module, state_dict: dict, prefix: str, l
     """State-dict post-hook: the frozen VAE / umT5 are rebuilt from the config and never saved."""
     for key in [k for k in state_dict if k.startswith(tuple(prefix + p for p in FROZEN_ENCODERS))]:
         del state_dict[key]
-
-
-def _head(names: list[str], limit: int = 12) -> str:
-    return str(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")

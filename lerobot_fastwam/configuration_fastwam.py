@@ -94,6 +94,11 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 VIDEO_CODECS = ("wan2.2_vae", "dct")
 
+# The paper's four models (reference section 1): each is one attention mask (``attention.MASKS``), one training
+# noise and one sampler (``model.FastWAM``) of the same network. The co-trained ones learned the future video.
+VARIANTS = ("fastwam", "joint", "idm", "no_cotrain")
+CO_TRAINED_VARIANTS = ("fastwam", "joint", "idm")
+
 # Allowed ranges of the numeric fields, checked in ``__post_init__``: (low, high), inclusive; "0<" means
 # strictly positive; an int bound means an integer field. A value outside its range would otherwise fail late
 # or, worse, run and return nonsense (``num_inference_steps=0`` returns the noise as actions,
@@ -118,7 +123,7 @@ _RANGES: dict[str, tuple[float | str, float | None]] = {
     "random_text_encoder_layers": (1, None),
     "timestep_shift": ("0<", None),
     "num_train_timesteps": (1, None),
-    "video_loss_weight": (0.0, None),
+    "video_loss_weight": (0.0, None),  # resolved from the variant first when unset
     "action_loss_weight": (0.0, None),
     "num_inference_steps": (1, None),
     "action_clamp_margin": (0.0, None),
@@ -180,6 +185,17 @@ class FastWAMConfig(PreTrainedConfig):
         compile_action_step: compile the per-step action-expert pass with ``torch.compile`` (the first chunk
             pays the compilation, later chunks run the fused kernels; about 0.7x the eager latency on CPU).
         inference_seed: fixed-seed noise for the action sampler, as in the paper (``None``: fresh noise).
+        variant: which of the paper's models: "fastwam" (actions read the clean first frame; the future video is
+            only trained, never generated at test time), "joint" (actions read all video; video and actions are
+            denoised together at test time), "idm" (actions read a conditioning copy of the video; the video is
+            denoised first, then the actions over it), "no_cotrain" (Fast-WAM without the video loss:
+            ``video_loss_weight`` 0). A checkpoint may run as another variant only from one co-trained variant to
+            another (``check_variant_change``).
+        video_loss_weight: weight of the video flow-matching loss; unset: 1, or 0 for "no_cotrain".
+            ``video_loss_weight=0`` with the default variant is "no_cotrain" (the config records it so).
+        save_predicted_video: keep each chunk's imagined video (``policy.last_predicted_latents``) for
+            ``lerobot-eval``, which writes it next to its rollout videos. Costs nothing when off; when on,
+            "fastwam" also denoises the future each chunk (Joint and IDM generate it anyway).
     """
 
     # Input / output structure
@@ -230,11 +246,15 @@ class FastWAMConfig(PreTrainedConfig):
     latent_mean: list[float] | None = None
     latent_std: list[float] | None = None
 
+    # Which of the paper's models (VARIANTS), and the imagined future video at evaluation
+    variant: str = "fastwam"
+    save_predicted_video: bool = False
+
     # Flow matching
     timestep_shift: float = 5.0
     num_train_timesteps: int = 1000
     timestep_loss_weighting: bool = True
-    video_loss_weight: float = 1.0
+    video_loss_weight: float | None = None  # None: 1, or 0 for variant "no_cotrain"
     action_loss_weight: float = 1.0
     num_inference_steps: int = 10
     inference_seed: int | None = 42
@@ -262,8 +282,10 @@ class FastWAMConfig(PreTrainedConfig):
                 setattr(self, key, value)
         self.image_size = tuple(int(v) for v in self.image_size)
         self.optimizer_betas = tuple(self.optimizer_betas)
+        self._resolve_variant()
         for name, (low, high) in _RANGES.items():
             _check_range(name, getattr(self, name), low, high)
+        self._check_variant()
         if self.n_obs_steps != 1:
             raise ValueError(
                 f"n_obs_steps must be 1 (Fast-WAM conditions on the current frame only), got {self.n_obs_steps}."
@@ -310,8 +332,41 @@ class FastWAMConfig(PreTrainedConfig):
         if self.attention_backend not in ("sdpa", "xformers", "auto"):
             raise ValueError(f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}.")
 
+    def _resolve_variant(self) -> None:
+        """One rule for the video loss: ``no_cotrain`` is ``video_loss_weight`` 0, and ``video_loss_weight=0``
+        (with the default variant, as before variants existed) is ``no_cotrain``."""
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r} (--policy.variant).")
+        if self.video_loss_weight is None:
+            self.video_loss_weight = 0.0 if self.variant == "no_cotrain" else 1.0
+        elif self.variant == "fastwam" and self.video_loss_weight == 0:
+            self.variant = "no_cotrain"
+
+    def _check_variant(self) -> None:
+        if self.variant == "no_cotrain" and self.video_loss_weight != 0:
+            raise ValueError(
+                f"variant='no_cotrain' trains without the video loss: video_loss_weight must be 0 or unset, got "
+                f"{self.video_loss_weight}. For video co-training use variant 'fastwam', 'joint' or 'idm'."
+            )
+        if self.variant in ("joint", "idm") and self.video_loss_weight == 0:
+            raise ValueError(
+                f"variant={self.variant!r} conditions the actions on generated future video, which only the video "
+                "loss teaches: it needs video_loss_weight > 0. A 'no_cotrain' checkpoint (video_loss_weight 0) "
+                "cannot run as 'joint' or 'idm'; run it as saved."
+            )
+        if self.save_predicted_video and self.variant not in CO_TRAINED_VARIANTS:
+            raise ValueError(
+                f"save_predicted_video needs a co-trained variant {CO_TRAINED_VARIANTS}: a {self.variant!r} policy's "
+                "video expert never learned the future."
+            )
+
     # ----------------------------------------------------------------------------------------------
     # Derived structure
+    @property
+    def attention_mask(self) -> str:
+        """The attention mask of the variant (``attention.MASKS``): no_cotrain keeps Fast-WAM's."""
+        return "fastwam" if self.variant == "no_cotrain" else self.variant
+
     @property
     def torch_dtype(self) -> torch.dtype:
         """The compute dtype (``dtype``) as a torch dtype."""
@@ -392,6 +447,34 @@ class FastWAMConfig(PreTrainedConfig):
             if len(shape) != 3 or shape[0] != 3:
                 raise ValueError(f"Camera `{key}` must have shape (3, H, W), got {shape}.")
             check_camera_aspect(key, shape[1], shape[2], target_h, target_w, self.camera_layout)
+
+
+def saved_variant(saved: dict) -> str:
+    """The variant a saved ``config.json`` (as a dict) records; configs saved before ``variant`` existed are
+    "no_cotrain" when their video loss weight is 0, else "fastwam"."""
+    if saved.get("variant"):
+        return str(saved["variant"])
+    return "no_cotrain" if saved.get("video_loss_weight", 1.0) == 0 else "fastwam"
+
+
+def check_variant_change(saved: str, requested: str, source: str) -> None:
+    """Refuse to run a checkpoint trained as ``saved`` as another variant, except between co-trained variants.
+
+    Fast-WAM, Joint and IDM train the same weights on the same two losses and differ in what the actions read, so
+    a checkpoint of one may run as another at test time (this is how the paper compares inference cost; the
+    actions are only those the checkpoint was trained for under its own variant). A ``no_cotrain`` checkpoint's
+    video expert never learned the future that Joint and IDM condition on, and a co-trained checkpoint is not a
+    ``no_cotrain`` one.
+    """
+    if saved == requested or (saved in CO_TRAINED_VARIANTS and requested in CO_TRAINED_VARIANTS):
+        return
+    if saved not in VARIANTS:
+        raise ValueError(f"{source} records variant {saved!r}, which this version does not know ({VARIANTS}).")
+    raise ValueError(
+        f"{source} was trained as variant {saved!r} and cannot run as {requested!r}: only the co-trained variants "
+        f"{CO_TRAINED_VARIANTS} may run as one another (a 'no_cotrain' video expert never learned the future). "
+        f"Drop --policy.variant (or the config's variant) to run it as {saved!r}."
+    )
 
 
 def default_features(action_dim: int, state_dim: int | None, image_size: tuple[int, int], cameras: int = 1):

@@ -30,6 +30,12 @@ class MissingWeightsError(FileNotFoundError):
     """Pretrained weights were requested but cannot be found (offline, or a wrong path)."""
 
 
+# The frozen encoders are shared state: diffusers' Wan VAE keeps a causal feature cache on the module during
+# each call, tokenizers and the prompt LRU's OrderedDict are not thread-safe. Their calls take this lock, so a
+# policy's predict_action_chunk may be called from several threads (the DiT itself holds no per-call state).
+FROZEN_ENCODER_LOCK = threading.RLock()
+
+
 def _load_or_explain(loader, model_id: str, subfolder: str, **kwargs):
     try:
         return loader(model_id, subfolder=subfolder, **kwargs)
@@ -147,14 +153,16 @@ class LatentEncoder(nn.Module):
         if not self.is_vae:
             return self.codec.encode(pixels)
         weight = next(self.codec.parameters())
-        return self.codec.encode(pixels.to(weight.dtype)).latent_dist.mode().float()
+        with FROZEN_ENCODER_LOCK:  # the Wan VAE keeps its causal feature cache on the module during a call
+            return self.codec.encode(pixels.to(weight.dtype)).latent_dist.mode().float()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw latents -> frames ``[B, 3, T, H, W]`` in [0, 1] (to look at predicted futures)."""
         if self.is_vae:
             weight = next(self.codec.parameters())
-            pixels = self.codec.decode(latents.to(weight.dtype)).sample.float()
+            with FROZEN_ENCODER_LOCK:
+                pixels = self.codec.decode(latents.to(weight.dtype)).sample.float()
         else:
             pixels = self.codec.decode(latents)
         return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
@@ -189,9 +197,6 @@ def in_memory_tokenizer() -> T5Tokenizer:
     pieces += [(c, -2.0) for c in string.ascii_letters + string.digits + string.punctuation]
     pieces += [("\u2581" + c, -1.5) for c in string.ascii_letters]
     return T5Tokenizer(vocab=pieces, extra_ids=0)
-
-
-_PROMPT_LOCK = threading.Lock()  # tokenizers and the LRU's OrderedDict are not thread-safe
 
 
 class PromptEncoder(nn.Module):
@@ -250,9 +255,9 @@ class PromptEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, tasks: list[str]) -> torch.Tensor:
         """``[len(tasks), L, text_dim]``. The batch is assembled before the LRU evicts, so a batch with more
-        distinct tasks than ``cache_size`` is still served whole; one lock makes the cache and tokenizer safe
-        to share between threads."""
-        with _PROMPT_LOCK:
+        distinct tasks than ``cache_size`` is still served whole; ``FROZEN_ENCODER_LOCK`` makes the cache and
+        tokenizer safe to share between threads."""
+        with FROZEN_ENCODER_LOCK:
             missing = list(dict.fromkeys(t for t in tasks if t not in self._cache))
             if missing:
                 for task, emb in zip(missing, self._encode(missing), strict=True):

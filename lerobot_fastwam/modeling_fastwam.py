@@ -19,7 +19,7 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
 from .camera_layout import current_frame, training_clip
-from .checkpoint_conversion import action_expert_from_video
+from .checkpoint_conversion import action_expert_from_video, read_saved_config
 from .checkpoint_io import (
     assign_weights,
     drop_frozen_encoder_keys,
@@ -27,7 +27,7 @@ from .checkpoint_io import (
     read_weights,
     restore_fp32_masters,
 )
-from .configuration_fastwam import FastWAMConfig
+from .configuration_fastwam import FastWAMConfig, check_variant_change, saved_variant
 from .frozen_encoders import (
     LatentEncoder,
     PromptEncoder,
@@ -166,6 +166,14 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> FastWAMPolicy:
+        """LeRobot's loader, after checking that the requested ``config`` (LeRobot's scripts pass the saved config
+        with the command line's ``--policy.*`` overrides applied) runs the checkpoint as a variant it may run
+        as (``configuration_fastwam.check_variant_change``), before anything is built."""
+        config = kwargs.get("config")
+        path = args[0] if args else kwargs.get("pretrained_name_or_path")
+        saved = read_saved_config(path, kwargs) if config is not None and path is not None else None
+        if saved is not None:
+            check_variant_change(saved_variant(saved), config.variant, f"The checkpoint {path}")
         cls._build_for_checkpoint = True
         try:
             return super().from_pretrained(*args, **kwargs)
@@ -200,6 +208,10 @@ class FastWAMPolicy(PreTrainedPolicy):
     def reset(self) -> None:
         self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
         self._queue_owner: int | None = None  # the thread whose control loop filled the queue
+        # With save_predicted_video: the latest chunk's video latents (normalised, CPU), [B, C, F, h, w], the
+        # current frame then the imagined future. lerobot-eval takes them after each select_action (and sets
+        # this back to None), concatenates a rollout's along dim 2 and calls decode_predicted_latents.
+        self.last_predicted_latents: Tensor | None = None
 
     # ------------------------------------------------------------------------------------------------
     # Batch -> network inputs
@@ -299,21 +311,34 @@ class FastWAMPolicy(PreTrainedPolicy):
         generator = torch.Generator("cpu").manual_seed(self.config.inference_seed)
         return torch.randn(1, *shape, generator=generator).to(device).expand(batch_size, *shape)
 
+    def _future_noise(self, first: Tensor) -> Tensor:
+        """Noise for the future latent frames ``[B, C, F - 1, h, w]`` after the first frame ``first``."""
+        batch_size, channels, _, h, w = first.shape
+        return self._initial_noise(batch_size, first.device, (channels, self.config.num_latent_frames - 1, h, w))
+
     @torch.no_grad()
     def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
         """``[B, chunk_size, action_dim]`` normalised actions; never NaN or Inf (``NonFiniteActionError``).
 
-        Thread-safe: it reads the weights and the prompt cache only (the cache's updates are locked).
+        The variant's sampler (``FastWAM.sample``). With ``save_predicted_video`` it also keeps the chunk's
+        video in ``last_predicted_latents`` (Fast-WAM then imagines the future too; Joint and IDM generate it
+        anyway). Thread-safe without ``save_predicted_video``: it reads the weights and the prompt cache only (the
+        cache's updates are locked).
         """
         if self.training:
             self.eval()
         self._check_observation(batch)
         latents = self._current_latents(batch)
         batch_size = latents.shape[0]
+        keep_video = self.config.save_predicted_video
         with self._autocast():
             context = self._context(batch, batch_size)
             noise = self._initial_noise(batch_size, latents.device)
-            actions = self.model.sample_actions(latents, context, noise, self.config.num_inference_steps).float()
+            future_noise = self._future_noise(latents) if keep_video or self.model.samples_future else None
+            actions, future = self.model.sample(latents, context, noise, self.config.num_inference_steps, future_noise)
+            actions = actions.float()
+        if keep_video:
+            self.last_predicted_latents = torch.cat([latents.float(), future.float()], dim=2).cpu()
         if not torch.isfinite(actions).all():
             raise NonFiniteActionError(
                 "Fast-WAM predicted a non-finite action chunk; it is not sent to the robot. Cause: "
@@ -326,19 +351,41 @@ class FastWAMPolicy(PreTrainedPolicy):
         """What the world model imagines from the current observation: ``(frames, latents)``.
 
         ``frames`` ``[B, 3, num_video_frames, H, W]`` in [0, 1] (the current frame, then the decoded future),
-        ``latents`` the normalised future latents ``[B, C, F - 1, h, w]``. Fixed-seed noise as for actions.
+        ``latents`` the normalised future latents ``[B, C, F - 1, h, w]``. Fixed-seed noise as for actions. The
+        video expert alone (``FastWAM.sample_future_latents``): for every variant the future its sampler
+        generates, as video never attends to actions (IDM's first stage; the Joint sampler's video).
         """
         if self.training:
             self.eval()
         cfg = self.config
+        if cfg.variant == "no_cotrain":
+            logger.warning("Fast-WAM: a 'no_cotrain' policy's video expert never learned the future it imagines.")
         first = self._current_latents(batch)
-        batch_size, _, _, h, w = first.shape
-        noise = self._initial_noise(batch_size, first.device, (cfg.latent_channels, cfg.num_latent_frames - 1, h, w))
         with self._autocast():
-            context = self._context(batch, batch_size)
-            future = self.model.sample_future_latents(first, context, noise, cfg.num_inference_steps)
+            context = self._context(batch, first.shape[0])
+            future = self.model.sample_future_latents(first, context, self._future_noise(first), cfg.num_inference_steps)
         frames = self.latent_encoder.decode(self.denormalize_latents(torch.cat([first, future], dim=2)))
         return frames, future
+
+    @torch.no_grad()
+    def decode_predicted_latents(self, latents: Tensor) -> Tensor:
+        """LeRobot's predicted-video hook (``lerobot-eval`` with ``save_predicted_video``): a rollout's
+        ``last_predicted_latents`` concatenated along dim 2 -> ``[T, H, W, 3]`` uint8 frames on the CPU.
+
+        Each chunk's ``num_latent_frames`` latents are decoded on their own (the current frame, then its imagined
+        future: ``num_video_frames`` frames at the tiled ``image_size``), one chunk after the other. The first
+        environment of the batch, as LeRobot writes one predicted video per batch of rollouts.
+        """
+        per_chunk = self.config.num_latent_frames
+        if latents.ndim != 5 or latents.shape[2] % per_chunk:
+            raise ValueError(
+                f"Expected [B, C, k * {per_chunk}, h, w] latents (k chunks of the current frame and its imagined "
+                f"future), got {tuple(latents.shape)}."
+            )
+        device = self.latent_mean.device
+        chunks = latents[:1].to(device).split(per_chunk, dim=2)
+        frames = torch.cat([self.latent_encoder.decode(self.denormalize_latents(c)) for c in chunks], dim=2)
+        return (frames[0].permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu()  # [T, H, W, 3]
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:

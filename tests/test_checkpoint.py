@@ -38,7 +38,7 @@ def test_missing_weight_is_an_error_naming_it(saved):
     _, path = saved
     key = "model.mot.action.action_out.weight"
     _rewrite(path, lambda w: w.pop(key))
-    with pytest.raises(RuntimeError, match=r"missing: \['model\.mot\.action\.action_out\.weight'\]"):
+    with pytest.raises(RuntimeError, match=r"missing: model\.mot\.action\.action_out\.weight\n"):
         FastWAMPolicy.from_pretrained(path)
 
 
@@ -50,7 +50,7 @@ def test_misshaped_weight_is_an_error_naming_it(saved):
         weights[key] = torch.zeros(32, 5)
 
     _rewrite(path, edit)
-    match = r"wrong shape or dtype: \['model\.state_encoder\.weight: checkpoint \(32, 5\)"
+    match = r"wrong shape or dtype: model\.state_encoder\.weight: checkpoint \(32, 5\)"
     with pytest.raises(RuntimeError, match=match):
         FastWAMPolicy.from_pretrained(path)
 
@@ -62,7 +62,7 @@ def test_unexpected_weight_is_an_error_naming_it(saved):
         weights["model.extra.bias"] = torch.zeros(3)
 
     _rewrite(path, edit)
-    with pytest.raises(RuntimeError, match=r"unexpected: \['model\.extra\.bias'\]"):
+    with pytest.raises(RuntimeError, match=r"unexpected: model\.extra\.bias\n"):
         FastWAMPolicy.from_pretrained(path)
 
 
@@ -99,7 +99,7 @@ def test_damaged_weights_file_is_an_error_naming_the_file(saved, damage):
 def test_integer_tensor_where_a_float_weight_belongs_is_an_error(saved):
     _, path = saved
     _rewrite(path, lambda w: w.update({"model.state_encoder.weight": w["model.state_encoder.weight"].to(torch.int64)}))
-    with pytest.raises(RuntimeError, match=r"wrong shape or dtype: \['model\.state_encoder\.weight.*torch\.int64"):
+    with pytest.raises(RuntimeError, match=r"wrong shape or dtype: model\.state_encoder\.weight.*torch\.int64"):
         FastWAMPolicy.from_pretrained(path)
 
 
@@ -146,5 +146,5 @@ def test_non_finite_weights_are_refused_at_load_naming_them(saved):
         weights["model.state_encoder.weight"][0, 0] = float("nan")
 
     _rewrite(path, poison)
-    with pytest.raises(ValueError, match=r"NaN or Inf in \['model\.state_encoder\.weight'\].*earlier checkpoint"):
+    with pytest.raises(ValueError, match=r"NaN or Inf in model\.state_encoder\.weight:.*earlier checkpoint"):
         FastWAMPolicy.from_pretrained(path)
