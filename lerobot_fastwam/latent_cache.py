@@ -255,10 +255,11 @@ class LatentCache:
                 f"The Fast-WAM cache in {directory} is incomplete (an interrupted `lerobot-fastwam cache` run); "
                 "run the same command again to finish it, or pass --policy.use_latent_cache=false."
             )
-        logger.info(
-            "Fast-WAM: training from the latent cache %s (the VAE and umT5 are not loaded; image augmentation "
-            "by --dataset.image_transforms does not apply to cached latents).",
-            directory,
+        logger.info("Fast-WAM: training from the latent cache %s (the VAE and umT5 are not loaded).", directory)
+        # LeRobot hands the policy the dataset's metadata only, so whether augmentation is on cannot be seen here.
+        logger.warning(
+            "Fast-WAM: the latent cache holds latents of unaugmented frames; --dataset.image_transforms (if "
+            "enabled) does not apply to them. Train with --policy.use_latent_cache=false to use augmentation."
         )
         return cls(directory, manifest)
 
