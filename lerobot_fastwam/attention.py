@@ -2,21 +2,30 @@
 
 The joint sequence of one layer is ``[F0 | Ff | A]``: the clean first latent frame, the noisy future latent
 frames, and the action tokens. Every mask variant lives here, named by ``mask`` (``MASKS``); the layer loop
-(``mot.MixtureOfTransformers``) only passes the name through. ``"fastwam"`` is the paper's mask (reference
-section 3):
+(``mot.MixtureOfTransformers``) only passes the name through. The paper's variants (reference sections 1 and 3)
+differ only in what the action queries read; video never reads actions, and within one video F0 reads F0 and
+Ff reads F0 and Ff in all of them:
 
     query \\ key   F0    Ff    A
     F0             yes   no    no
     Ff             yes   yes   no
-    A              yes   no    yes
+    A "fastwam"    yes   no    yes      (also the "no_cotrain" variant)
+    A "joint"      yes   yes   yes
 
-``"video_bidirectional"`` differs in one cell: F0 also reads Ff (plain bidirectional video attention, as in Wan
-itself). It exists to compare the video expert with diffusers' ``WanTransformer3DModel``.
+``"idm"`` (the inverse-dynamics model) trains on ``[F0 | Ff | F0c | Ffc | A]``: the video twice, a noisy copy
+(scored by the video loss) and a conditioning copy (clean, or noised at its own level), each with the video
+mask above and never reading the other; A reads only the conditioning copy and A. With actions present the
+video tokens are the two copies, of equal length, one after the other; a video-only pass (imagining the future)
+has one copy. At test time the conditioning copy is the first frame and the generated future, clean (t=0), and
+the noisy copy is not needed (``model.FastWAM.sample_actions``).
 
-Every query group reads one contiguous key range of ``[F0 | Ff]`` or ``[F0 | A]``, so the masked attention is
-exactly a few unmasked attention calls, which the fused kernels (flash / memory-efficient SDPA, xformers) run.
-``dense_reference_mask`` builds the same masks as boolean matrices; it exists to document and test the
-equivalence, and is never used on the model's path.
+``"video_bidirectional"`` differs from ``"fastwam"`` in one cell: F0 also reads Ff (plain bidirectional video
+attention, as in Wan itself). It exists to compare the video expert with diffusers' ``WanTransformer3DModel``.
+
+Every query group reads one contiguous key range, so the masked attention is exactly a few unmasked attention
+calls, which the fused kernels (flash / memory-efficient SDPA, xformers) run. ``dense_reference_mask`` builds
+the same masks as boolean matrices; it exists to document and test the equivalence, and is never used on the
+model's path.
 
 Tensors here are laid out ``[batch, tokens, heads, head_dim]``.
 """
@@ -73,13 +82,22 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "sd
     return out.flatten(2)
 
 
-MASKS = ("fastwam", "video_bidirectional")
+MASKS = ("fastwam", "joint", "idm", "video_bidirectional")
 
 
 def check_mask(mask: str) -> str:
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {mask!r}.")
     return mask
+
+
+def _video_attention(q, k, v, first_frame_len: int, bidirectional: bool, backend: str) -> torch.Tensor:
+    """One video's self-attention: F0 reads F0 only, Ff reads F0 and Ff (every query reads all when
+    ``bidirectional``, or when the video is the first frame alone)."""
+    n0 = first_frame_len
+    if bidirectional or q.shape[1] == n0:
+        return attend(q, k, v, backend)
+    return torch.cat([attend(q[:, :n0], k[:, :n0], v[:, :n0], backend), attend(q[:, n0:], k, v, backend)], dim=1)
 
 
 def mot_attention(
@@ -92,10 +110,11 @@ def mot_attention(
     """One MoT layer's attention over ``[F0 | Ff | A]`` under ``mask`` (see ``MASKS``), as contiguous-range calls.
 
     Args:
-        video_qkv: queries, keys, values of the video tokens (F0 then Ff), ``[B, Lv, H, D]`` each.
+        video_qkv: queries, keys, values of the video tokens (F0 then Ff), ``[B, Lv, H, D]`` each; under
+            ``"idm"`` with actions, the noisy copy then the conditioning copy (``Lv / 2`` tokens each).
         action_qkv: the same for the action tokens, or None for a video-only pass.
-        first_frame_len: tokens of the clean first latent frame (F0).
-        mask: ``"fastwam"`` (the paper's), or ``"video_bidirectional"`` (F0 also reads Ff).
+        first_frame_len: tokens of the clean first latent frame (F0) of one video.
+        mask: ``"fastwam"`` (the paper's), ``"joint"``, ``"idm"`` or ``"video_bidirectional"``.
         backend: ``"sdpa"`` or ``"xformers"`` (``resolve_backend``).
 
     Returns:
@@ -104,27 +123,44 @@ def mot_attention(
     check_mask(mask)
     q, k, v = video_qkv
     n0 = first_frame_len
-    if mask == "video_bidirectional" or q.shape[1] == n0:  # every video query reads all video keys
-        video_out = attend(q, k, v, backend)
-    else:  # "fastwam": F0 reads F0 only; Ff reads F0 and Ff
+    if mask == "idm" and action_qkv is not None:  # two copies that never read each other
+        half = q.shape[1] // 2
+        noisy, cond = slice(None, half), slice(half, None)
         video_out = torch.cat(
-            [attend(q[:, :n0], k[:, :n0], v[:, :n0], backend), attend(q[:, n0:], k, v, backend)], dim=1
+            [_video_attention(q[:, s], k[:, s], v[:, s], n0, False, backend) for s in (noisy, cond)], dim=1
         )
+        action_keys = cond  # actions read the conditioning copy only
+    else:
+        video_out = _video_attention(q, k, v, n0, mask == "video_bidirectional", backend)
+        action_keys = slice(None) if mask == "joint" else slice(None, n0)  # all video, or F0 only
     if action_qkv is None:
         return video_out, None
-    q_a, k_a, v_a = action_qkv  # actions read F0 and each other, never the future frames
-    action_out = attend(q_a, torch.cat([k[:, :n0], k_a], dim=1), torch.cat([v[:, :n0], v_a], dim=1), backend)
-    return video_out, action_out
+    q_a, k_a, v_a = action_qkv
+    keys = torch.cat([k[:, action_keys], k_a], dim=1)
+    values = torch.cat([v[:, action_keys], v_a], dim=1)
+    return video_out, attend(q_a, keys, values, backend)
 
 
 def dense_reference_mask(first_frame_len: int, future_len: int, action_len: int, mask: str = "fastwam") -> torch.Tensor:
-    """``mask`` as a dense boolean ``[S, S]`` matrix (True = may attend). Tests only."""
+    """``mask`` as a dense boolean ``[S, S]`` matrix (True = may attend). Tests only.
+
+    The layout is ``[F0 | Ff | A]``, or ``[F0 | Ff | F0c | Ffc | A]`` for ``"idm"`` (two copies of the video).
+    """
     check_mask(mask)
     n0, nv = first_frame_len, first_frame_len + future_len
-    total = nv + action_len
-    dense = torch.zeros(total, total, dtype=torch.bool)
-    dense[:n0, : nv if mask == "video_bidirectional" else n0] = True  # F0 -> F0 (and Ff when bidirectional)
-    dense[n0:nv, :nv] = True  # Ff -> F0, Ff
-    dense[nv:, :n0] = True  # A -> F0
-    dense[nv:, nv:] = True  # A -> A
+    copies = 2 if mask == "idm" else 1
+    video_total = copies * nv
+    dense = torch.zeros(video_total + action_len, video_total + action_len, dtype=torch.bool)
+    for start in range(0, video_total, nv):  # each copy of the video
+        f0, end = slice(start, start + n0), start + nv
+        dense[f0, start : end if mask == "video_bidirectional" else start + n0] = True  # F0 -> F0 (Ff: bidir.)
+        dense[start + n0 : end, start:end] = True  # Ff -> F0, Ff of the same copy
+    actions = slice(video_total, None)
+    if mask == "joint":
+        dense[actions, :nv] = True  # A -> F0, Ff
+    elif mask == "idm":
+        dense[actions, nv:video_total] = True  # A -> the conditioning copy only
+    else:
+        dense[actions, :n0] = True  # A -> F0
+    dense[actions, actions] = True  # A -> A
     return dense

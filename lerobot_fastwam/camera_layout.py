@@ -1,5 +1,5 @@
 """All camera handling: how the cameras are tiled into the one image the VAE encodes (reference section 4),
-resized to their tiles (never stretched), and read from a batch.
+fitted to their tiles (cropped, then resized keeping the aspect ratio; never stretched), and read from a batch.
 
 - ``side_by_side`` (LIBERO): N cameras in a row, each ``(H, W / N)``; 2 x 224x224 -> 224x448.
 - ``top_and_wrists`` (RoboTwin): the first camera on top, ``(2H/3, W)``, the next two below it, each
@@ -50,29 +50,68 @@ def tile(layout: str, images: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([top, torch.cat([left, right], dim=-1)], dim=-2)
 
 
-def check_camera_aspect(key: str, height: int, width: int, target_h: int, target_w: int, layout: str) -> None:
-    """A camera may be resized but never stretched: its aspect ratio must match its tile."""
-    if height * target_w == width * target_h:
-        return
-    raise ValueError(
-        f"Camera `{key}` is {height}x{width} (aspect {width / height:.3f}) but Fast-WAM tiles it into "
-        f"{target_h}x{target_w} (aspect {target_w / target_h:.3f}, camera_layout={layout!r}); resizing would "
-        "stretch it. Set `--policy.image_size` (and `--policy.camera_layout`) so every camera tile keeps its "
-        "camera's aspect ratio, or crop the camera to the trained layout."
-    )
+FITS = ("crop", "pad")
 
 
-def resize_camera(image: torch.Tensor, key: str, height: int, width: int, layout: str) -> torch.Tensor:
-    """Resize ``[..., 3, H, W]`` frames to their tile, refusing an aspect-ratio change (it would stretch)."""
+def check_crop_box(key: str, box: list[int] | tuple[int, ...], height: int | None = None, width: int | None = None):
+    """A crop box is ``(top, left, height, width)`` in the camera's pixels and lies inside the image."""
+    if len(box) != 4 or any(not isinstance(v, int) or v < 0 for v in box) or box[2] == 0 or box[3] == 0:
+        raise ValueError(
+            f"The crop box of camera `{key}` must be 4 non-negative integers (top, left, height, width) with a "
+            f"positive height and width, got {list(box)}."
+        )
+    top, left, box_h, box_w = box
+    if height is not None and (top + box_h > height or left + box_w > width):
+        raise ValueError(
+            f"The crop box {list(box)} of camera `{key}` reaches past its {height}x{width} image; fix "
+            "`--policy.camera_crops`."
+        )
+
+
+def fit_camera(
+    image: torch.Tensor, key: str, height: int, width: int, fit: str = "crop", crop_box=None, crop_size=None
+) -> torch.Tensor:
+    """Frames ``[..., 3, H, W]`` -> ``[..., 3, height, width]``, never stretched.
+
+    An optional ``crop_box`` ``(top, left, height, width)`` is cut first, from frames of ``crop_size`` (the
+    camera's trained resolution; other sizes are refused, the box would cut the wrong region). Then the
+    frames are fitted keeping their aspect ratio: ``fit="crop"`` cuts the overflow equally from both sides,
+    then resizes (a 640x480 camera in a square tile keeps its central 480x480),
+    ``fit="pad"`` fits inside the tile and pads with black. A camera whose aspect ratio is the tile's is only
+    resized (both give the same pixels).
+    """
+    if crop_box is not None:
+        if crop_size is not None and tuple(image.shape[-2:]) != tuple(crop_size):
+            raise ValueError(
+                f"Camera `{key}` is {image.shape[-2]}x{image.shape[-1]}, but its crop box {list(crop_box)} was set "
+                f"for its {crop_size[0]}x{crop_size[1]} images. Use the camera resolution the policy was trained "
+                "with, or set `--policy.camera_crops` for this one."
+            )
+        check_crop_box(key, crop_box, *image.shape[-2:])
+        top, left, box_h, box_w = crop_box
+        image = image[..., top : top + box_h, left : left + box_w]
     src_h, src_w = image.shape[-2:]
-    check_camera_aspect(key, src_h, src_w, height, width, layout)
+    if (src_h, src_w) == (height, width):
+        return image
     if key not in _RESIZE_LOGGED:
-        logger.info("Fast-WAM: resizing camera %s from %dx%d to %dx%d.", key, src_h, src_w, height, width)
+        how = "resizing" if src_h * width == src_w * height else f"resizing ({fit}, keeping the aspect ratio)"
+        logger.info("Fast-WAM: %s camera %s from %dx%d to %dx%d.", how, key, src_h, src_w, height, width)
         _RESIZE_LOGGED.add(key)
+    if fit == "crop":  # cut the source to the tile's aspect ratio first: no border pixel blends in
+        keep_h, keep_w = min(src_h, round(src_w * height / width)), min(src_w, round(src_h * width / height))
+        top, left = (src_h - keep_h) // 2, (src_w - keep_w) // 2
+        image = image[..., top : top + keep_h, left : left + keep_w]
+        size = (height, width)
+    else:
+        scale = min(height / src_h, width / src_w)
+        size = (min(height, round(src_h * scale)), min(width, round(src_w * scale)))
     flat = image.reshape(-1, *image.shape[-3:])
     if not flat.is_floating_point():
         flat = flat.float()
-    resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=True)
+    if fit == "pad":
+        top, left = (height - size[0]) // 2, (width - size[1]) // 2
+        resized = F.pad(resized, (left, width - size[1] - left, top, height - size[0] - top))
     return resized.reshape(*image.shape[:-2], height, width)
 
 
@@ -121,8 +160,9 @@ def _tiled(batch: dict[str, Any], config, select: Callable[[torch.Tensor, str], 
         image = select(batch[key], key)
         if image.shape[2] != 3:
             raise ValueError(f"Camera `{key}` must have 3 channels, got shape {tuple(image.shape[2:])}.")
-        if tuple(image.shape[-2:]) != (tile_h, tile_w):  # pipelines without our resize step (built-in's)
-            image = resize_camera(image, key, tile_h, tile_w, config.camera_layout)
+        # Frames not yet at their tile: the dataset's own (latent cache), or pipelines without our fit step.
+        if tuple(image.shape[-2:]) != (tile_h, tile_w):
+            image = fit_camera(image, key, tile_h, tile_w, config.camera_fit, *config.camera_crop(key))
         check_finite(image, key)
         low, high = torch.aminmax(image.detach())
         if high.item() > 1.0 + 1e-3 or low.item() < -1e-3:

@@ -15,7 +15,7 @@ from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTr
 from lerobot.optim import CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from .camera_layout import LAYOUTS, check_camera_aspect, tile_sizes
+from .camera_layout import FITS, LAYOUTS, check_crop_box, tile_sizes
 
 WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
@@ -169,6 +169,12 @@ class FastWAMConfig(PreTrainedConfig):
         camera_keys: camera order for tiling; ``None`` uses the sorted dataset camera keys.
         camera_layout: "side_by_side" (LIBERO: each camera ``(H, W / N)``) or "top_and_wrists" (RoboTwin:
             the first camera ``(2H/3, W)`` above two ``(H/3, W/2)``); see ``camera_layout.py``.
+        camera_fit: how a camera whose aspect ratio differs from its tile is fitted, never stretched: "crop"
+            (resize to cover the tile, cut the overflow equally from both sides; a 640x480 camera in a square
+            tile keeps its central 480x480) or "pad" (resize to fit inside, pad with black).
+        camera_crops: per camera, a box ``[top, left, height, width]`` in the camera's pixels cut before fitting
+            (e.g. to drop the robot base or the table edge), e.g. ``{"observation.images.front": [0, 80, 480,
+            480]}``.
         preset: "wan2.2-ti2v-5b" (the paper's model), "cpu" (learns from pixels on a CPU, offline: the Meta-World
             demo), "small" or "tiny" (fast CPU tests and benchmarks, random frozen encoders). It fills every
             architecture field left unset; explicit values win.
@@ -207,6 +213,8 @@ class FastWAMConfig(PreTrainedConfig):
     image_size: tuple[int, int] | None = None
     camera_keys: list[str] | None = None
     camera_layout: str = "side_by_side"
+    camera_fit: str = "crop"
+    camera_crops: dict[str, list[int]] | None = None
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {
@@ -311,6 +319,10 @@ class FastWAMConfig(PreTrainedConfig):
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+        if self.camera_fit not in FITS:
+            raise ValueError(f"camera_fit must be one of {FITS}, got {self.camera_fit!r}.")
+        for key, box in (self.camera_crops or {}).items():
+            check_crop_box(key, box)
         if self.camera_layout not in LAYOUTS:
             raise ValueError(f"camera_layout must be one of {LAYOUTS}, got {self.camera_layout!r}.")
         if self.video_codec not in VIDEO_CODECS:
@@ -442,11 +454,28 @@ class FastWAMConfig(PreTrainedConfig):
                     f"camera_keys {missing} are not among the input cameras {sorted(self.image_features)}. "
                     "Fix `--policy.camera_keys`, or map the camera names with `--rename_map`."
                 )
-        for key, (target_h, target_w) in self.camera_tile_sizes.items():
+        unknown = sorted(set(self.camera_crops or {}) - set(self.ordered_camera_keys))
+        if unknown:
+            raise ValueError(f"camera_crops names {unknown}, not among the cameras {self.ordered_camera_keys}.")
+        for key, tile in self.camera_tile_sizes.items():
             shape = tuple(self.image_features[key].shape)
             if len(shape) != 3 or shape[0] != 3:
                 raise ValueError(f"Camera `{key}` must have shape (3, H, W), got {shape}.")
-            check_camera_aspect(key, shape[1], shape[2], target_h, target_w, self.camera_layout)
+            box, size = self.camera_crop(key)
+            if box is not None:
+                check_crop_box(key, box, *size)
+                if size == tile:  # cached (raw) and pre-processed frames could not be told apart
+                    raise ValueError(
+                        f"Camera `{key}` is already {size[0]}x{size[1]}, its tile size, so a crop box cannot be "
+                        "told from a cropped frame. Set another `--policy.image_size`, or crop in the robot's "
+                        "camera config."
+                    )
+
+    def camera_crop(self, key: str) -> tuple[list[int] | None, tuple[int, int] | None]:
+        """The crop box of a camera and the size of the images it is set for (its trained resolution)."""
+        box = (self.camera_crops or {}).get(key)
+        feature = self.image_features.get(key)
+        return box, (tuple(feature.shape[-2:]) if box is not None and feature is not None else None)
 
 
 def saved_variant(saved: dict) -> str:

@@ -1,7 +1,16 @@
-"""The Fast-WAM network: both experts, the state token, the co-training loss and the cached action sampler.
+"""The Fast-WAM network: both experts, the state token, the co-training loss and the samplers.
 
 Inputs here are already latents and text contexts; ``modeling_fastwam.FastWAMPolicy`` turns LeRobot batches
 (camera frames, task strings, states) into them.
+
+The paper's four models (``config.variant``) are one network; each differs from Fast-WAM by its attention mask
+(``attention.py``, chosen here from ``config.attention_mask``), its training noise (``compute_loss``: IDM's
+conditioning copy) and its sampler (``sample``):
+
+- ``fastwam`` / ``no_cotrain``: prefill the clean first frame once, then denoise the actions (``sample_actions``);
+- ``joint``: denoise the future video and the actions together (``sample_joint``);
+- ``idm``: denoise the future video first (``sample_future_latents``), then the actions over it
+  (``sample_actions`` with ``future``).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from .flow_matching import (
     sample_noise_levels,
     velocity_target,
 )
-from .mot import ExpertStream, FirstFrameCache, MixtureOfTransformers
+from .mot import ExpertStream, MixtureOfTransformers, VideoCache
 from .video_expert import VideoEmbedding, build_video_expert, embed_video, unembed_video
 
 LOSS_REDUCTIONS = ("mean", "none")
@@ -36,8 +45,11 @@ class CoTrainingLoss:
     action: torch.Tensor  # [B] action flow-matching loss per sample (timestep-weighted), detached
 
 
+IDM_CONDITION_NOISE_PROB = 0.5  # official code (FastWAMIDM.video_cond_noise_prob); reference section 3
+
+
 class FastWAM(nn.Module):
-    """Both experts, the state token, the co-training loss and the cached action sampler, built from ``config``.
+    """Both experts, the state token, the co-training loss and the samplers of ``config.variant``.
 
     The attention backend is resolved here from ``config.attention_backend`` for ``config.device`` (CPU when
     unset).
@@ -76,6 +88,7 @@ class FastWAM(nn.Module):
             video=video,
             action=action,
             attention_backend=resolve_backend(config.attention_backend, config.device or "cpu"),
+            mask=config.attention_mask,
             gradient_checkpointing=config.gradient_checkpointing,
         )
         self._action_layers = torch.compile(self.mot.action_layers) if config.compile_action_step else None
@@ -110,6 +123,11 @@ class FastWAM(nn.Module):
             self.action.embed_context(context.to(weight.dtype)),
         )
 
+    @property
+    def samples_future(self) -> bool:
+        """Whether this variant's sampler produces the future video anyway (Joint, IDM)."""
+        return self.mot.mask in ("joint", "idm")
+
     def velocity(
         self,
         latents: torch.Tensor,
@@ -117,12 +135,29 @@ class FastWAM(nn.Module):
         context: torch.Tensor,
         noisy_actions: torch.Tensor,
         action_timesteps: torch.Tensor,
+        condition: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint masked forward over all latent frames and the action chunk -> (video, action) velocities."""
+        """Joint masked forward over all latent frames and the action chunk -> (video, action) velocities.
+
+        ``condition``: IDM only (and required there), the conditioning copy of the video that the actions read,
+        as (latents ``[B, C, F, h, w]``, per-frame timesteps ``[B, F]``). It runs through the video expert behind
+        the noisy video, with the same positions; its output is not scored.
+        """
+        if (condition is not None) != (self.mot.mask == "idm"):
+            raise ValueError(f"The conditioning video is IDM's and only IDM's input (this model: {self.mot.mask!r}).")
         video, emb = self._video_stream(latents, frame_timesteps, context)
+        if condition is not None:
+            cond, _ = self._video_stream(*condition, context)
+            video = ExpertStream(
+                torch.cat([video.tokens, cond.tokens], dim=1),
+                torch.cat([video.modulation, cond.modulation], dim=1),  # one group per latent frame of each copy
+                torch.cat([video.rope, cond.rope], dim=1),  # the same positions: the same video
+                video.context,
+            )
         action = self._action_stream(noisy_actions, action_timesteps, context)
         tokens_per_frame = emb.tokens.shape[1] // latents.shape[2]
         xv, xa = self.mot.joint(video, action, first_frame_len=tokens_per_frame)
+        xv = xv[:, : emb.tokens.shape[1]]  # the noisy video's tokens (IDM: not the conditioning copy's)
         return unembed_video(self.video, xv, emb), self.action.action_out(xa)
 
     def compute_loss(
@@ -140,7 +175,8 @@ class FastWAM(nn.Module):
         action steps (action), times Wan's timestep weight when ``timestep_loss_weighting`` is on. The noise
         levels and noises are drawn in this order: action level, action noise, video level, video noise; the
         action draws come first so that a run without video co-training (``video_loss_weight=0``, which draws
-        a smaller video noise) gets the same action loss for the same seed.
+        a smaller video noise) gets the same action loss for the same seed. IDM then draws its conditioning
+        copy (``_conditioning_video``); the other variants draw nothing more.
 
         Args:
             latents: clean video latents ``[B, C, F, h, w]``; frame 0 stays clean (t=0) and is not scored.
@@ -154,8 +190,8 @@ class FastWAM(nn.Module):
             raise ValueError(f"reduction must be one of {LOSS_REDUCTIONS}, got {reduction!r}.")
         cfg = self.config
         if cfg.video_loss_weight == 0:
-            # "Without video co-training": the future frames cannot reach the actions (the mask), and nothing
-            # scores them, so only the clean first frame is run.
+            # "Without video co-training" (``no_cotrain``): the future frames cannot reach the actions (the
+            # mask), and nothing scores them, so only the clean first frame is run.
             latents, future_frame_is_pad = latents[:, :, :1], None
         batch, frames = latents.shape[0], latents.shape[2]
         s_action = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
@@ -167,8 +203,9 @@ class FastWAM(nn.Module):
         frame_t = (s_video * cfg.num_train_timesteps)[:, None].repeat(1, frames)
         frame_t[:, 0] = 0.0
         action_t = s_action * cfg.num_train_timesteps
+        condition = self._conditioning_video(latents) if self.mot.mask == "idm" else None
         pred_video, pred_action = self.velocity(
-            noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t
+            noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t, condition
         )
 
         video_err = (pred_video.float() - velocity_target(latents, noise_video)).pow(2).mean(dim=(1, 3, 4))[:, 1:]
@@ -185,21 +222,75 @@ class FastWAM(nn.Module):
             action=action_loss.detach(),
         )
 
+    def _conditioning_video(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """IDM's conditioning copy of the training clip and its per-frame timesteps: as in the official code
+        (``FastWAMIDM.training_loss``), each sample's copy is the clean clip, or with probability
+        ``IDM_CONDITION_NOISE_PROB`` the clip noised at a level of its own; its first frame stays clean (t=0)."""
+        cfg = self.config
+        batch, frames = latents.shape[0], latents.shape[2]
+        noised = torch.rand(batch, device=latents.device) < IDM_CONDITION_NOISE_PROB
+        s_cond = sample_noise_levels(batch, cfg.timestep_shift, latents.device) * noised  # 0: clean
+        cond = add_noise(latents, torch.randn_like(latents), s_cond)
+        cond[:, :, 0] = latents[:, :, 0]
+        cond_t = (s_cond * cfg.num_train_timesteps)[:, None].repeat(1, frames)
+        cond_t[:, 0] = 0.0
+        return cond, cond_t
+
+    @torch.no_grad()
+    def sample(
+        self,
+        first_frame_latents: torch.Tensor,
+        context: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+        future_noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """This variant's sampler -> (actions ``[B, H, A]``, future latents ``[B, C, F - 1, h, w]`` or None).
+
+        ``fastwam`` / ``no_cotrain``: the cached action sampler; the future is imagined only when ``future_noise``
+        is given (the actions never read it). ``joint``: video and actions denoised together. ``idm``: the video
+        first, then the actions over it. Joint and IDM need ``future_noise``.
+        """
+        mask = self.mot.mask
+        if mask != "fastwam" and future_noise is None:
+            raise ValueError(f"The {mask!r} sampler denoises the future video: it needs future_noise.")
+        if mask == "joint":
+            return self.sample_joint(first_frame_latents, context, noise, future_noise, num_steps)
+        future = None
+        if future_noise is not None:
+            future = self.sample_future_latents(first_frame_latents, context, future_noise, num_steps)
+        condition = future if mask == "idm" else None
+        return self.sample_actions(first_frame_latents, context, noise, num_steps, future=condition), future
+
     @torch.no_grad()
     def sample_actions(
-        self, first_frame_latents: torch.Tensor, context: torch.Tensor, noise: torch.Tensor, num_steps: int
+        self,
+        first_frame_latents: torch.Tensor,
+        context: torch.Tensor,
+        noise: torch.Tensor,
+        num_steps: int,
+        future: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Cached Fast-WAM inference: prefill the clean first frame once, then Euler-integrate the actions.
+        """Cached inference: prefill the clean video the actions read once, then Euler-integrate the actions.
 
-        Everything that is constant within the chunk is computed once before the loop: the first frame's
-        per-layer keys/values, the action expert's cross-attention keys/values, RoPE tables and the adaLN
-        modulation of every step.
+        Fast-WAM: the video is the first frame ``[B, C, 1, h, w]`` alone. IDM: the first frame and ``future``, the
+        generated future latents ``[B, C, F - 1, h, w]``, all at t=0 (the official ``FastWAMIDM.infer_joint``).
+        Everything that is constant within the chunk is computed once before the loop: the video's per-layer
+        keys/values, the action expert's cross-attention keys/values, RoPE tables and the adaLN modulation of
+        every step.
         """
+        if (future is not None) != (self.mot.mask == "idm"):
+            raise ValueError(f"Only IDM's actions read a generated future (this model: {self.mot.mask!r}).")
         cfg = self.config
         batch, horizon = noise.shape[0], noise.shape[1]
-        video, _ = self._video_stream(first_frame_latents, first_frame_latents.new_zeros(batch, 1), context)
+        latents = first_frame_latents
+        if future is not None:
+            latents = torch.cat([first_frame_latents.float(), future.float()], dim=2)
+        frames = latents.shape[2]
+        video, emb = self._video_stream(latents, latents.new_zeros(batch, frames), context)
         action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
-        cache = self.mot.prefill_first_frame(video, action_context, num_actions=horizon)
+        first_frame_len = emb.tokens.shape[1] // frames
+        cache = self.mot.prefill_video(video, first_frame_len, action_context, num_actions=horizon)
         rope = self.action.rope(horizon)
 
         levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
@@ -214,14 +305,47 @@ class FastWAM(nn.Module):
         return x
 
     def action_velocity(
-        self, noisy_actions: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: FirstFrameCache
+        self, noisy_actions: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: VideoCache
     ) -> torch.Tensor:
         """The action expert's velocity ``[B, H, A]`` for one denoising step of ``sample_actions`` (its input
-        projection, its layers over the cached first frame, compiled when ``compile_action_step``, its output
+        projection, its layers over the cached video, compiled when ``compile_action_step``, its output
         projection). ``modulations``: the step's slice of ``MixtureOfTransformers.action_modulations``."""
         tokens = self.action.action_in(noisy_actions.to(self.action.action_in.weight.dtype))
         action_layers = self._action_layers or self.mot.action_layers
         return self.action.action_out(action_layers(tokens, modulations, rope, cache))
+
+    @torch.no_grad()
+    def sample_joint(
+        self,
+        first_frame_latents: torch.Tensor,
+        context: torch.Tensor,
+        noise: torch.Tensor,
+        future_noise: torch.Tensor,
+        num_steps: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fast-WAM-Joint: Euler-integrate the future latent frames and the actions together, both at the same
+        noise level each step, every step one joint forward in which the actions read the noisy future.
+
+        As in the official code (``FastWAMJoint.infer_joint``), every step runs the whole sequence, the clean first
+        frame included (under this mask its keys/values do not change; nothing is cached).
+        Returns (actions ``[B, H, A]``, future latents ``[B, C, F - 1, h, w]``).
+        """
+        cfg = self.config
+        batch, frames = noise.shape[0], future_noise.shape[2] + 1
+        levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
+        first = first_frame_latents.float()
+        x_video, x_action = future_noise.float(), noise.float()
+        for step in range(num_steps):
+            t = levels[step] * cfg.num_train_timesteps
+            frame_t = t.expand(batch, frames).clone()
+            frame_t[:, 0] = 0.0
+            video_velocity, action_velocity = self.velocity(
+                torch.cat([first, x_video], dim=2), frame_t, context, x_action, t.expand(batch)
+            )
+            delta = levels[step + 1] - levels[step]
+            x_video = x_video + delta * video_velocity[:, :, 1:].float()
+            x_action = x_action + delta * action_velocity.float()
+        return x_action, x_video
 
     @torch.no_grad()
     def sample_future_latents(
@@ -230,8 +354,9 @@ class FastWAM(nn.Module):
         """Imagine the future: Euler-integrate the future latent frames ``noise`` ``[B, C, F - 1, h, w]`` given
         the clean first frame (t=0), with the video expert alone (video never attends to actions).
 
-        Not on the action path: Fast-WAM's actions never read these frames. It shows what the world model
-        learned (the demo's report puts them next to the real frames).
+        IDM's first stage. Video never reads actions under any mask, so this is also the future the Joint
+        sampler produces. Not on Fast-WAM's action path: its actions never read these frames; it shows what the
+        world model learned (``FastWAMPolicy.predict_future_frames``, ``save_predicted_video``).
         """
         cfg = self.config
         batch, frames = noise.shape[0], noise.shape[2] + 1

@@ -322,8 +322,8 @@ class FastWAMPolicy(PreTrainedPolicy):
 
         The variant's sampler (``FastWAM.sample``). With ``save_predicted_video`` it also keeps the chunk's
         video in ``last_predicted_latents`` (Fast-WAM then imagines the future too; Joint and IDM generate it
-        anyway). Thread-safe without ``save_predicted_video``: it reads the weights and the prompt cache only (the
-        cache's updates are locked).
+        anyway). Thread-safe without ``save_predicted_video``: the network only reads its weights and the frozen
+        encoders run under one lock (``FROZEN_ENCODER_LOCK``).
         """
         if self.training:
             self.eval()
@@ -363,7 +363,9 @@ class FastWAMPolicy(PreTrainedPolicy):
         first = self._current_latents(batch)
         with self._autocast():
             context = self._context(batch, first.shape[0])
-            future = self.model.sample_future_latents(first, context, self._future_noise(first), cfg.num_inference_steps)
+            future = self.model.sample_future_latents(
+                first, context, self._future_noise(first), cfg.num_inference_steps
+            )
         frames = self.latent_encoder.decode(self.denormalize_latents(torch.cat([first, future], dim=2)))
         return frames, future
 

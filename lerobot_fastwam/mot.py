@@ -7,10 +7,11 @@ at the attention, with adaLN modulation given per group of tokens (``[B, G, 6, d
 frame for video, one group for all action tokens), read through ``AdaLNModulation``.
 
 Three entry points:
-- ``joint``: training (and the reference for tests), video and actions together.
-- ``prefill_first_frame``: inference, the clean first frame alone; returns each layer's keys/values.
+- ``joint``: training (and the reference for tests, and the Joint variant's sampler), video and actions together.
+- ``prefill_video``: inference, the clean video the actions read, alone (Fast-WAM: the first frame; IDM: the
+  first frame and the generated future); returns each layer's keys/values.
 - ``action_layers``: inference, one denoising step's pass of the action expert's layers over the cached
-  first-frame keys/values; returns the final action tokens (``FastWAM.action_velocity`` adds the input and
+  video keys/values; returns the final action tokens (``FastWAM.action_velocity`` adds the input and
   output projections).
 """
 
@@ -140,15 +141,16 @@ class ExpertStream:
 
 
 @dataclass
-class FirstFrameCache:
+class VideoCache:
     """Per-layer state that stays fixed while the actions of one chunk are denoised.
 
-    ``keys``/``values`` hold ``[B, F0 + actions, H, D]`` buffers whose first-frame part is written once by
-    the prefill; each action step writes its own keys/values behind it, so the action attention reads one
-    contiguous buffer with no concatenation. ``context_kv`` is the action expert's cross-attention K/V.
+    ``keys``/``values`` hold ``[B, video + actions, H, D]`` buffers whose video part (``video_len`` tokens: the
+    first frame, or IDM's conditioning video) is written once by the prefill; each action step writes its own
+    keys/values behind it, so the action attention reads one contiguous buffer with no concatenation.
+    ``context_kv`` is the action expert's cross-attention K/V.
     """
 
-    first_frame_len: int
+    video_len: int
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     context_kv: list[tuple[torch.Tensor, torch.Tensor]]
@@ -161,8 +163,9 @@ class MixtureOfTransformers(nn.Module):
         video: the video expert (diffusers' ``WanTransformer3DModel``).
         action: the action expert; same layer count, heads and head dim as ``video``.
         attention_backend: ``"sdpa"`` or ``"xformers"``, as resolved by ``attention.resolve_backend``.
-        mask: the attention mask variant (``attention.MASKS``): ``"fastwam"``, or ``"video_bidirectional"`` to
-            compare the video expert with diffusers. The cached inference path needs ``"fastwam"``.
+        mask: the attention mask (``attention.MASKS``): ``"fastwam"``, ``"joint"``, ``"idm"``, or
+            ``"video_bidirectional"`` to compare the video expert with diffusers. The cached inference path
+            (``prefill_video``) needs ``"fastwam"`` or ``"idm"``.
         gradient_checkpointing: recompute each layer in the backward pass of ``joint``.
     """
 
@@ -237,34 +240,43 @@ class MixtureOfTransformers(nn.Module):
         return xv, xa
 
     @torch.no_grad()
-    def prefill_first_frame(
-        self, video: ExpertStream, action_context: torch.Tensor, num_actions: int
-    ) -> FirstFrameCache:
-        """Run the video expert over the clean first frame once and keep each layer's keys/values, and compute
-        the action expert's cross-attention keys/values over ``action_context`` (its projected context).
+    def prefill_video(
+        self, video: ExpertStream, first_frame_len: int, action_context: torch.Tensor, num_actions: int
+    ) -> VideoCache:
+        """Run the video expert once over the clean video the actions read and keep each layer's keys/values,
+        and compute the action expert's cross-attention keys/values over ``action_context`` (its projected
+        context).
 
-        Under the Fast-WAM mask the first frame attends only to itself, so these keys/values are exactly those of
-        training. The last layer's cross-attention and FFN are skipped: nothing reads their output.
+        ``"fastwam"``: the video is the first frame alone; it attends only to itself, so these keys/values are
+        exactly those of training. ``"idm"``: the video is the conditioning copy (first frame and generated
+        future, t=0), which never reads the noisy copy or the actions. Within it, the video mask of every variant
+        holds (``attention.mot_attention`` with no actions). The last layer's cross-attention and FFN are
+        skipped: nothing reads their output.
         """
-        if self.mask != "fastwam":
-            raise ValueError(f"Cached first-frame inference needs the 'fastwam' mask, this model has {self.mask!r}.")
+        if self.mask not in ("fastwam", "idm"):
+            raise ValueError(
+                f"Cached inference needs the 'fastwam' or 'idm' mask, this model has {self.mask!r} (under 'joint' "
+                "the actions read the noisy future, which changes every step)."
+            )
         x = video.tokens
-        n0 = x.shape[1]
+        length = x.shape[1]
         keys, values = [], []
         for index, block in enumerate(self.video.blocks):
             mod = _modulation(block, video.modulation)
             q, k, v = self_attention_qkv(block, x, mod, video.rope)
-            key_buffer = k.new_empty(k.shape[0], n0 + num_actions, *k.shape[2:])
-            value_buffer = v.new_empty(v.shape[0], n0 + num_actions, *v.shape[2:])
-            key_buffer[:, :n0] = k
-            value_buffer[:, :n0] = v
+            key_buffer = k.new_empty(k.shape[0], length + num_actions, *k.shape[2:])
+            value_buffer = v.new_empty(v.shape[0], length + num_actions, *v.shape[2:])
+            key_buffer[:, :length] = k
+            value_buffer[:, :length] = v
             keys.append(key_buffer)
             values.append(value_buffer)
             if index < self.num_layers - 1:
-                out = attend(q, k, v, self.attention_backend).type_as(x)
-                x = finish_block(block, x, out, mod, cross_attention_kv(block, video.context), self.attention_backend)
+                out, _ = mot_attention((q, k, v), None, first_frame_len, "fastwam", self.attention_backend)
+                x = finish_block(
+                    block, x, out.type_as(x), mod, cross_attention_kv(block, video.context), self.attention_backend
+                )
         context_kv = [cross_attention_kv(block, action_context) for block in self.action.blocks]
-        return FirstFrameCache(n0, keys, values, context_kv)
+        return VideoCache(length, keys, values, context_kv)
 
     @torch.no_grad()
     def action_modulations(self, step_inputs: torch.Tensor) -> torch.Tensor:
@@ -278,22 +290,22 @@ class MixtureOfTransformers(nn.Module):
 
     @torch.no_grad()
     def action_layers(
-        self, tokens: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: FirstFrameCache
+        self, tokens: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: VideoCache
     ) -> torch.Tensor:
         """One denoising step through the action expert's layers: the action tokens ``[B, H, dim]`` (after its
-        input projection) attend to the cached first frame and to each other. Returns the last layer's action
+        input projection) attend to the cached video and to each other. Returns the last layer's action
         tokens ``[B, H, dim]``; the expert's ``action_out`` turns them into the velocity.
 
         ``modulations``: this step's ``[layers, 6, B, 1, dim]`` slice of ``action_modulations``.
         """
         x = tokens
-        n0 = cache.first_frame_len
+        cached = cache.video_len
         for index, block in enumerate(self.action.blocks):
             mod = AdaLNModulation(*modulations[index].unbind(0))
             q, k, v = self_attention_qkv(block, x, mod, rope)
             keys, values = cache.keys[index], cache.values[index]
-            keys[:, n0:] = k
-            values[:, n0:] = v
+            keys[:, cached:] = k
+            values[:, cached:] = v
             out = attend(q, keys, values, self.attention_backend).type_as(x)
             x = finish_block(block, x, out, mod, cache.context_kv[index], self.attention_backend)
         return x

@@ -78,8 +78,8 @@ def _patch_config_loading() -> None:
             # draccus reports "Couldn't instantiate class"; the reason (a refused value) is its cause.
             cause = f" ({type(err.__cause__).__name__}: {err.__cause__})" if err.__cause__ else ""
             raise ValueError(
-                f"Cannot read the policy config.json of {pretrained_name_or_path}: {err}{cause}. Fix that value, "
-                "or re-download / re-save the checkpoint if the file is damaged."
+                f"Cannot read the policy config.json of {pretrained_name_or_path}: {err}{cause}. Fix that value (in "
+                "the file or the --policy.* overrides), or re-download / re-save the checkpoint if it is damaged."
             ) from err
 
     from_pretrained._fastwam_translates = True

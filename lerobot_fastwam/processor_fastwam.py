@@ -23,7 +23,7 @@ from lerobot.processor import (
     make_policy_processor_pipelines,
 )
 
-from .camera_layout import resize_camera
+from .camera_layout import fit_camera
 from .configuration_fastwam import FastWAMConfig
 from .safety import FastWAMActionGuardStep, action_range
 
@@ -33,25 +33,44 @@ logger = logging.getLogger(__name__)
 @ProcessorStepRegistry.register(name="fastwam_plugin_camera_resize")
 @dataclass
 class FastWAMCameraResizeStep(ObservationProcessorStep):
-    """Resize each camera to its tile of the trained layout; refuse to stretch one (aspect ratio change).
+    """Fit each camera to its tile of the trained layout (``camera_layout.fit_camera``): its crop box, then an
+    aspect-preserving resize with centre crop or pad; saved with the checkpoint, so training and rollout see
+    the same pixels.
+
+    LeRobot's ``ImageCropResizeProcessorStep`` is not used: it resizes every camera to one size (tiles differ
+    per camera in ``top_and_wrists``) and stretches; and the latent cache encodes dataset frames outside any
+    pipeline, so the one function must serve both.
 
     Args:
         camera_sizes: camera key -> [height, width] of its tile.
-        layout: the camera layout (for error messages).
+        fit: "crop" or "pad" (``--policy.camera_fit``).
+        crops: camera key -> crop box [top, left, height, width] (``--policy.camera_crops``).
+        crop_sizes: camera key -> [height, width] of the images its crop box was set for.
+        layout: read from processors saved before ``fit`` existed; unused.
     """
 
     camera_sizes: dict[str, list[int]] = field(default_factory=dict)
-    layout: str = "side_by_side"
+    fit: str = "crop"
+    crops: dict[str, list[int]] = field(default_factory=dict)
+    crop_sizes: dict[str, list[int]] = field(default_factory=dict)
+    layout: str | None = None
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         for key, (height, width) in self.camera_sizes.items():
             image = observation.get(key)
-            if isinstance(image, torch.Tensor) and tuple(image.shape[-2:]) != (height, width):
-                observation[key] = resize_camera(image, key, height, width, self.layout)
+            if isinstance(image, torch.Tensor) and (tuple(image.shape[-2:]) != (height, width) or key in self.crops):
+                observation[key] = fit_camera(
+                    image, key, height, width, self.fit, self.crops.get(key), self.crop_sizes.get(key)
+                )
         return observation
 
     def get_config(self) -> dict[str, Any]:
-        return {"camera_sizes": {k: list(v) for k, v in self.camera_sizes.items()}, "layout": self.layout}
+        return {
+            "camera_sizes": {k: list(v) for k, v in self.camera_sizes.items()},
+            "fit": self.fit,
+            "crops": {k: list(v) for k, v in self.crops.items()},
+            "crop_sizes": {k: list(v) for k, v in self.crop_sizes.items()},
+        }
 
     def transform_features(
         self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
@@ -72,7 +91,13 @@ def make_fastwam_pre_post_processors(
     # Images are not normalised: the VAE boundary maps [0, 1] to [-1, 1] itself.
     steps = make_default_policy_processor_steps(config, dataset_stats)
     sizes = {key: list(size) for key, size in config.camera_tile_sizes.items()}
-    resize = FastWAMCameraResizeStep(camera_sizes=sizes, layout=config.camera_layout)
+    crops = {key: list(config.camera_crops[key]) for key in sizes if key in (config.camera_crops or {})}
+    resize = FastWAMCameraResizeStep(
+        camera_sizes=sizes,
+        fit=config.camera_fit,
+        crops=crops,
+        crop_sizes={key: list(config.camera_crop(key)[1]) for key in crops},
+    )
     bounds = action_range(dataset_stats)
     guard = FastWAMActionGuardStep(
         margin=config.action_clamp_margin,

@@ -4,7 +4,6 @@ import logging
 
 import pytest
 import torch
-from lerobot.configs import FeatureType, PolicyFeature
 
 from lerobot_fastwam.frozen_encoders import MissingWeightsError
 from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
@@ -30,18 +29,10 @@ def test_camera_keys_not_in_features_rejected_at_construction():
         config.validate_features()
 
 
-def test_camera_aspect_ratio_differs_from_the_trained_layout():
-    config = make_config(cameras=1)  # one tile of 32x64
-    config.input_features["observation.images.cam0"] = PolicyFeature(FeatureType.VISUAL, (3, 48, 64))
-    with pytest.raises(ValueError, match=r"48x64.*stretch.*--policy.image_size"):
-        config.validate_features()
-    pre, _ = make_fastwam_pre_post_processors(make_config(cameras=1))
-    bad = {"observation.images.cam0": torch.rand(1, 3, 48, 64), "observation.state": torch.zeros(1, 8), "task": "x"}
-    with pytest.raises(ValueError, match="stretch"):
-        pre(bad)
-
-
 def test_same_aspect_ratio_is_resized_by_the_preprocessor_and_logged_once(caplog):
+    from lerobot_fastwam import camera_layout
+
+    camera_layout._RESIZE_LOGGED.clear()  # once per process: other tests may have resized this camera
     config = make_config(cameras=1)
     pre, _ = make_fastwam_pre_post_processors(config)
     obs = {"observation.images.cam0": torch.rand(1, 3, 64, 128), "observation.state": torch.zeros(1, 8), "task": "x"}
@@ -115,12 +106,11 @@ def test_pretrained_weights_unavailable_offline(tmp_path):
         FastWAMPolicy(hub)
 
 
-def test_policy_resizes_same_aspect_cameras_itself_for_pipelines_without_the_resize_step(policy):
+def test_policy_fits_cameras_itself_for_pipelines_without_the_fit_step(policy):
     batch = observation(policy.config)
     expected = policy.predict_action_chunk(batch)
     big = dict(batch)
     big["observation.images.cam0"] = torch.nn.functional.interpolate(batch["observation.images.cam0"], size=(64, 64))
     assert policy.predict_action_chunk(big).shape == expected.shape
-    big["observation.images.cam0"] = torch.rand(2, 3, 48, 64)
-    with pytest.raises(ValueError, match="stretch"):
-        policy.predict_action_chunk(big)
+    big["observation.images.cam0"] = torch.rand(2, 3, 48, 64)  # another aspect ratio: cropped, not refused
+    assert torch.isfinite(policy.predict_action_chunk(big)).all()

@@ -13,8 +13,8 @@ from .helpers import make_policy
 def test_mask_free_attention_equals_dense_masked_attention(mask_name):
     g = torch.Generator().manual_seed(0)
     n0, nf, na, heads, dim = 5, 10, 7, 3, 8
-    q, k, v = (torch.randn(2, n0 + nf + na, heads, dim, generator=g) for _ in range(3))
-    lv = n0 + nf
+    lv = (n0 + nf) * (2 if mask_name == "idm" else 1)  # IDM: the noisy and the conditioning copy
+    q, k, v = (torch.randn(2, lv + na, heads, dim, generator=g) for _ in range(3))
     video_out, action_out = mot_attention(
         (q[:, :lv], k[:, :lv], v[:, :lv]), (q[:, lv:], k[:, lv:], v[:, lv:]), first_frame_len=n0, mask=mask_name
     )
@@ -42,6 +42,24 @@ def test_dense_reference_mask_is_the_paper_table():
     bidirectional = dense_reference_mask(1, 2, 1, mask="video_bidirectional")
     expected[0, 1:3] = True  # the one difference: F0 also sees Ff
     assert torch.equal(bidirectional, expected)
+
+
+def test_dense_reference_masks_of_joint_and_idm_are_the_paper_tables():
+    joint = dense_reference_mask(1, 2, 1, mask="joint")  # [F0, Ff, Ff, A]
+    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(joint, expected)  # the one difference from Fast-WAM: A sees Ff
+    idm = dense_reference_mask(1, 1, 1, mask="idm")  # [F0, Ff, F0c, Ffc, A]
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0],  # F0 sees F0
+            [1, 1, 0, 0, 0],  # Ff sees F0, Ff
+            [0, 0, 1, 0, 0],  # the conditioning copy: the same mask, never the noisy copy
+            [0, 0, 1, 1, 0],
+            [0, 0, 1, 1, 1],  # A sees the conditioning copy and A only
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(idm, expected)
 
 
 def test_unknown_mask_is_refused():
