@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature, PreTrainedConfig
 from lerobot.optim import CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from .camera_layout import FITS, LAYOUTS, check_crop_box, tile_sizes
@@ -202,6 +203,9 @@ class FastWAMConfig(PreTrainedConfig):
         save_predicted_video: keep each chunk's imagined video (``policy.last_predicted_latents``) for
             ``lerobot-eval``, which writes it next to its rollout videos. Costs nothing when off; when on,
             "fastwam" also denoises the future each chunk (Joint and IDM generate it anyway).
+        rtc_config: real-time chunking (LeRobot's ``RTCConfig``): ``lerobot-rollout --inference.type=rtc`` sets it;
+            then ``predict_action_chunk(..., inference_delay=, prev_chunk_left_over=)`` guides each new chunk
+            toward the unexecuted rest of the previous one. ``None``: RTC arguments are an error.
     """
 
     # Input / output structure
@@ -257,6 +261,7 @@ class FastWAMConfig(PreTrainedConfig):
     # Which of the paper's models (VARIANTS), and the imagined future video at evaluation
     variant: str = "fastwam"
     save_predicted_video: bool = False
+    rtc_config: RTCConfig | None = None
 
     # Flow matching
     timestep_shift: float = 5.0

@@ -15,6 +15,7 @@ conditioning copy) and its sampler (``sample``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,9 @@ class CoTrainingLoss:
     video: torch.Tensor  # [B] video flow-matching loss per sample (timestep-weighted), detached
     action: torch.Tensor  # [B] action flow-matching loss per sample (timestep-weighted), detached
 
+
+# (x_t, velocity_fn, noise_level) -> the velocity to step with: a hook on the action sampler's Euler steps.
+VelocityGuidance = Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float], torch.Tensor]
 
 IDM_CONDITION_NOISE_PROB = 0.5  # official code (FastWAMIDM.video_cond_noise_prob); reference section 3
 
@@ -244,6 +248,7 @@ class FastWAM(nn.Module):
         noise: torch.Tensor,
         num_steps: int,
         future_noise: torch.Tensor | None = None,
+        guidance: VelocityGuidance | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This variant's sampler -> (actions ``[B, H, A]``, future latents ``[B, C, F - 1, h, w]`` or None).
 
@@ -255,12 +260,18 @@ class FastWAM(nn.Module):
         if mask != "fastwam" and future_noise is None:
             raise ValueError(f"The {mask!r} sampler denoises the future video: it needs future_noise.")
         if mask == "joint":
+            if guidance is not None:
+                raise ValueError(
+                    "Action guidance (RTC) steers the action sampler of fastwam, no_cotrain and idm; the joint "
+                    "sampler denoises video and actions together. Run this checkpoint as fastwam for RTC."
+                )
             return self.sample_joint(first_frame_latents, context, noise, future_noise, num_steps)
         future = None
         if future_noise is not None:
             future = self.sample_future_latents(first_frame_latents, context, future_noise, num_steps)
         condition = future if mask == "idm" else None
-        return self.sample_actions(first_frame_latents, context, noise, num_steps, future=condition), future
+        actions = self.sample_actions(first_frame_latents, context, noise, num_steps, condition, guidance)
+        return actions, future
 
     @torch.no_grad()
     def sample_actions(
@@ -270,6 +281,7 @@ class FastWAM(nn.Module):
         noise: torch.Tensor,
         num_steps: int,
         future: torch.Tensor | None = None,
+        guidance: VelocityGuidance | None = None,
     ) -> torch.Tensor:
         """Cached inference: prefill the clean video the actions read once, then Euler-integrate the actions.
 
@@ -277,7 +289,8 @@ class FastWAM(nn.Module):
         generated future latents ``[B, C, F - 1, h, w]``, all at t=0 (the official ``FastWAMIDM.infer_joint``).
         Everything that is constant within the chunk is computed once before the loop: the video's per-layer
         keys/values, the action expert's cross-attention keys/values, RoPE tables and the adaLN modulation of
-        every step.
+        every step. ``guidance(x_t, velocity_fn, noise_level)`` may replace each step's velocity (real-time
+        chunking: ``modeling_fastwam`` passes LeRobot's ``RTCProcessor.denoise_step``).
         """
         if (future is not None) != (self.mot.mask == "idm"):
             raise ValueError(f"Only IDM's actions read a generated future (this model: {self.mot.mask!r}).")
@@ -301,7 +314,12 @@ class FastWAM(nn.Module):
 
         x = noise.float()
         for step in range(num_steps):
-            x = x + deltas[step] * self.action_velocity(x, modulations[step], rope, cache).float()
+
+            def velocity(x_t: torch.Tensor, step: int = step) -> torch.Tensor:
+                return self.action_velocity(x_t, modulations[step], rope, cache).float()
+
+            v = velocity(x) if guidance is None else guidance(x, velocity, float(levels[step]))
+            x = x + deltas[step] * v
         return x
 
     def action_velocity(

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
@@ -37,7 +38,7 @@ from .frozen_encoders import (
     estimate_latent_stats,
 )
 from .latent_cache import LatentCache
-from .model import FastWAM, future_latent_padding
+from .model import FastWAM, VelocityGuidance, future_latent_padding
 from .safety import NonFiniteActionError, check_finite, check_observation, diagnose_non_finite_actions
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         if self._latent_cache is None:
             self.latent_encoder, self.prompt_encoder  # noqa: B018 - build them
         self._resolve_latent_stats(meta)
+        self.init_rtc_processor()
         self.reset()
 
     def _resolve_latent_stats(self, dataset_meta) -> None:
@@ -316,17 +318,66 @@ class FastWAMPolicy(PreTrainedPolicy):
         batch_size, channels, _, h, w = first.shape
         return self._initial_noise(batch_size, first.device, (channels, self.config.num_latent_frames - 1, h, w))
 
+    def supports_rtc(self) -> bool:
+        """Real-time chunking (LeRobot's ``lerobot.policies.rtc``) guides the action sampler's Euler steps."""
+        return True
+
+    def init_rtc_processor(self) -> None:
+        """Build the RTC guidance from ``config.rtc_config`` (``lerobot-rollout --inference.type=rtc`` sets it
+        and calls this)."""
+        cfg = self.config.rtc_config
+        self.rtc_processor = RTCProcessor(cfg) if cfg is not None else None
+
+    def _rtc_guidance(self, inference_delay, prev_chunk_left_over, execution_horizon) -> VelocityGuidance | None:
+        """The guidance for one chunk, or None (no RTC arguments, or the first chunk: nothing to continue)."""
+        requested = inference_delay is not None or prev_chunk_left_over is not None or execution_horizon is not None
+        enabled = self.rtc_processor is not None and self.config.rtc_config.enabled
+        if requested and not enabled:
+            raise ValueError(
+                "predict_action_chunk got real-time-chunking arguments (inference_delay / prev_chunk_left_over / "
+                "execution_horizon) but RTC is not configured, so they would be ignored. Run lerobot-rollout "
+                "with --inference.type=rtc, or set policy.config.rtc_config = RTCConfig() and call "
+                "policy.init_rtc_processor()."
+            )
+        if not enabled or prev_chunk_left_over is None:
+            return None
+        previous = prev_chunk_left_over.float()
+
+        def guidance(x_t: Tensor, velocity_fn, noise_level: float) -> Tensor:
+            return self.rtc_processor.denoise_step(
+                x_t=x_t,
+                prev_chunk_left_over=previous.to(x_t.device),
+                inference_delay=inference_delay or 0,
+                time=noise_level,
+                original_denoise_step_partial=velocity_fn,
+                execution_horizon=execution_horizon,
+            )
+
+        return guidance
+
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:
+    def predict_action_chunk(
+        self,
+        batch: dict[str, Any],
+        *,
+        inference_delay: int | None = None,
+        prev_chunk_left_over: Tensor | None = None,
+        execution_horizon: int | None = None,
+    ) -> Tensor:
         """``[B, chunk_size, action_dim]`` normalised actions; never NaN or Inf (``NonFiniteActionError``).
 
         The variant's sampler (``FastWAM.sample``). With ``save_predicted_video`` it also keeps the chunk's
         video in ``last_predicted_latents`` (Fast-WAM then imagines the future too; Joint and IDM generate it
         anyway). Thread-safe without ``save_predicted_video``: the network only reads its weights and the frozen
         encoders run under one lock (``FROZEN_ENCODER_LOCK``).
+
+        Real-time chunking (``config.rtc_config``): ``inference_delay`` actions of the previous chunk run while
+        this one is computed and ``prev_chunk_left_over`` (``[T, A]`` or ``[B, T, A]``, normalised as this chunk)
+        is its unexecuted rest; each Euler step is guided toward it (LeRobot's ``RTCProcessor``).
         """
         if self.training:
             self.eval()
+        guidance = self._rtc_guidance(inference_delay, prev_chunk_left_over, execution_horizon)
         self._check_observation(batch)
         latents = self._current_latents(batch)
         batch_size = latents.shape[0]
@@ -335,7 +386,8 @@ class FastWAMPolicy(PreTrainedPolicy):
             context = self._context(batch, batch_size)
             noise = self._initial_noise(batch_size, latents.device)
             future_noise = self._future_noise(latents) if keep_video or self.model.samples_future else None
-            actions, future = self.model.sample(latents, context, noise, self.config.num_inference_steps, future_noise)
+            steps = self.config.num_inference_steps
+            actions, future = self.model.sample(latents, context, noise, steps, future_noise, guidance)
             actions = actions.float()
         if keep_video:
             self.last_predicted_latents = torch.cat([latents.float(), future.float()], dim=2).cpu()
