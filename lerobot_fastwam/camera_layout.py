@@ -4,6 +4,8 @@ fitted to their tiles (cropped, then resized keeping the aspect ratio; never str
 - ``side_by_side`` (LIBERO): N cameras in a row, each ``(H, W / N)``; 2 x 224x224 -> 224x448.
 - ``top_and_wrists`` (RoboTwin): the first camera on top, ``(2H/3, W)``, the next two below it, each
   ``(H/3, W/2)``; 256x320 above 2 x 128x160 -> 384x320.
+- ``grid`` (ALOHA-style rigs): two cameras per row, each ``(H / rows, W / 2)``; 4 x 224x224 -> 448x448 (an odd
+  count leaves the last slot black).
 
 Camera order is the config's ``camera_keys`` (or the sorted camera keys). A batch gives the policy either the
 current frame of each camera (``current_frame``: inference, latent statistics) or the training clip of each
@@ -23,7 +25,7 @@ from .safety import check_finite
 
 logger = logging.getLogger(__name__)
 
-LAYOUTS = ("side_by_side", "top_and_wrists")
+LAYOUTS = ("side_by_side", "top_and_wrists", "grid")
 
 
 def tile_sizes(layout: str, image_size: tuple[int, int], num_cameras: int) -> list[tuple[int, int]]:
@@ -39,6 +41,14 @@ def tile_sizes(layout: str, image_size: tuple[int, int], num_cameras: int) -> li
         if height % 3 or width % 2:
             raise ValueError(f"image_size {image_size} must have a height divisible by 3 and an even width.")
         return [(2 * height // 3, width), (height // 3, width // 2), (height // 3, width // 2)]
+    if layout == "grid":
+        rows = -(-num_cameras // 2)
+        if height % rows or width % 2:
+            raise ValueError(
+                f"image_size {image_size} must split into {rows} rows and 2 columns of equal camera tiles "
+                f"(camera_layout='grid' with {num_cameras} cameras)."
+            )
+        return [(height // rows, width // 2)] * num_cameras
     raise ValueError(f"Unknown camera_layout {layout!r}; choose one of {LAYOUTS}.")
 
 
@@ -46,6 +56,9 @@ def tile(layout: str, images: list[torch.Tensor]) -> torch.Tensor:
     """Camera frames ``[..., 3, h_i, w_i]`` (already at their tile sizes) -> the tiled ``[..., 3, H, W]``."""
     if layout == "side_by_side":
         return torch.cat(images, dim=-1)
+    if layout == "grid":
+        slots = images + [torch.zeros_like(images[0])] * (len(images) % 2)
+        return torch.cat([torch.cat(slots[i : i + 2], dim=-1) for i in range(0, len(slots), 2)], dim=-2)
     top, left, right = images
     return torch.cat([top, torch.cat([left, right], dim=-1)], dim=-2)
 

@@ -168,8 +168,9 @@ class FastWAMConfig(PreTrainedConfig):
             (the VAE's temporal compression): 9 frames -> 3 latent frames (1 clean + 2 future).
         image_size: (height, width) of the tiled camera image fed to the VAE.
         camera_keys: camera order for tiling; ``None`` uses the sorted dataset camera keys.
-        camera_layout: "side_by_side" (LIBERO: each camera ``(H, W / N)``) or "top_and_wrists" (RoboTwin:
-            the first camera ``(2H/3, W)`` above two ``(H/3, W/2)``); see ``camera_layout.py``.
+        camera_layout: "side_by_side" (LIBERO: each camera ``(H, W / N)``), "top_and_wrists" (RoboTwin: the
+            first camera ``(2H/3, W)`` above two ``(H/3, W/2)``) or "grid" (two cameras per row; ALOHA's four in
+            2 x 2); see ``camera_layout.py``.
         camera_fit: how a camera whose aspect ratio differs from its tile is fitted, never stretched: "crop"
             (resize to cover the tile, cut the overflow equally from both sides; a 640x480 camera in a square
             tile keeps its central 480x480) or "pad" (resize to fit inside, pad with black).

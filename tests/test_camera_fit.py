@@ -95,3 +95,32 @@ def test_bad_crop_boxes_are_refused(crops, match):
 def test_unknown_fit_is_refused():
     with pytest.raises(ValueError, match="camera_fit must be one of"):
         make_config(camera_fit="stretch")
+
+
+def test_grid_layout_tiles_four_cameras_two_by_two_and_fills_an_odd_slot_black():
+    from lerobot_fastwam.camera_layout import tile, tile_sizes
+
+    assert tile_sizes("grid", (448, 448), 4) == [(224, 224)] * 4
+    assert tile_sizes("grid", (448, 448), 3) == [(224, 224)] * 3
+    cams = [torch.full((1, 3, 2, 2), float(i + 1)) for i in range(4)]
+    grid = tile("grid", cams)
+    assert grid.shape == (1, 3, 4, 4)
+    assert grid[0, 0, :, :].tolist() == [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
+    odd = tile("grid", cams[:3])
+    assert odd.shape == (1, 3, 4, 4) and odd[..., 2:, 2:].abs().max() == 0
+    with pytest.raises(ValueError, match="2 columns"):
+        tile_sizes("grid", (448, 447), 4)
+
+
+def test_an_aloha_rig_of_four_640x480_cameras_fits_the_grid():
+    keys = ["cam_high", "cam_left_wrist", "cam_low", "cam_right_wrist"]
+    config = make_config(cameras=4, image_size=(384, 512), camera_layout="grid")
+    config.input_features = {
+        **{f"observation.images.{k}": PolicyFeature(FeatureType.VISUAL, (3, 480, 640)) for k in keys},
+        "observation.state": config.input_features["observation.state"],
+    }
+    config.camera_keys = None
+    config.validate_features()
+    assert set(config.camera_tile_sizes.values()) == {(192, 256)}  # 4:3 tiles: no pixel is cropped
+    batch = {f"observation.images.{k}": torch.rand(1, 3, 480, 640) for k in keys}
+    assert current_frame(batch, config).shape == (1, 3, 1, 384, 512)
