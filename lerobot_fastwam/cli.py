@@ -3,6 +3,7 @@
 lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
 lerobot-fastwam demo --task button-press-topdown-v3 --output DIR [--baseline act]
 lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
+lerobot-fastwam serve [--host=H --port=P ... as for python -m lerobot.async_inference.policy_server]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -172,9 +174,53 @@ def cache(argv: list[str]) -> Path:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+ASYNC_INSTALL_HINT = 'pip install "lerobot_policy_fastwam[async]"'
 
+
+def serve(argv: list[str]) -> None:
+    """LeRobot's async inference policy server (gRPC) with the plugin loaded, so that LeRobot's unmodified robot
+    client (``python -m lerobot.async_inference.robot_client --policy_type=fastwam ...``) can use a Fast-WAM
+    checkpoint. ``argv`` are LeRobot's own ``PolicyServerConfig`` options (``--host``, ``--port``, ``--fps``,
+    ``--inference_latency``, ``--obs_queue_timeout``); LeRobot's ``serve`` runs until Ctrl-C or SIGTERM.
+
+    Two things differ from ``python -m lerobot.async_inference.policy_server``: this package is imported (so
+    ``fastwam`` and its checkpoints resolve to the plugin: ``plugin.py``), and ``"fastwam"`` is appended to
+    ``lerobot.async_inference.constants.SUPPORTED_POLICIES``, the hard-coded list the server checks the client's
+    policy type against. ``policy_server`` imports that list by name, so both modules hold the same list object
+    and appending to it (in this process only) is the whole change; the server's code runs unmodified.
+    """
+    import signal
+    import threading
+
+    try:
+        from lerobot.async_inference import policy_server
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in ("grpc", "google"):
+            raise
+        sys.exit(f"lerobot-fastwam serve: error: gRPC is not installed ({err}). Install it with: {ASYNC_INSTALL_HINT}")
+    import draccus
+    from lerobot.async_inference.configs import PolicyServerConfig
+
+    if "fastwam" not in policy_server.SUPPORTED_POLICIES:
+        policy_server.SUPPORTED_POLICIES.append("fastwam")
+    config = draccus.parse(PolicyServerConfig, args=argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:  # SIGTERM (kill, docker stop) stops the server as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        policy_server.serve(config)  # LeRobot's entry point: given a config, it parses nothing itself
+    except KeyboardInterrupt:
+        logging.info("lerobot-fastwam serve: stopped.")
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["demo"]:
         from .demo import main as demo  # noqa: PLC0415
@@ -185,10 +231,14 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         print(f"Wrote {cache(argv[1:])}")
         return
+    if argv[:1] == ["serve"]:
+        serve(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="lerobot-fastwam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="Meta-World: record, cache, train, evaluate, report (options: --help after it)")
     sub.add_parser("cache", help="encode a dataset's training windows and tasks once (options: --help after it)")
+    sub.add_parser("serve", help="LeRobot's async inference policy server, accepting fastwam (--help after it)")
     c = sub.add_parser("convert", help="official .pt checkpoint -> plugin checkpoint directory")
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
     c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")
