@@ -197,6 +197,34 @@ class FastWAMPolicy(PreTrainedPolicy):
         restore_fp32_masters(self, getattr(self, "_weights_file", None))
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def generate_model_card(self, dataset_repo_id: str, model_type: str, license, tags, cfg=None, dataset_meta=None):
+        """LeRobot's card (written when ``lerobot-train`` pushes a checkpoint), opened by what this checkpoint
+        needs: the plugin (without it LeRobot's built-in ``fastwam`` would try to read the config and fail on
+        the plugin's fields), how it was trained and how to run it."""
+        card = super().generate_model_card(
+            dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta
+        )
+        c = self.config
+        steps = getattr(cfg, "steps", None)
+        path = c.repo_id or "<this checkpoint>"
+        cameras = ", ".join(f"`{k}`" for k in c.ordered_camera_keys)
+        section = (
+            "## Fast-WAM (lerobot-fastwam plugin)\n\n"
+            "This checkpoint needs the Fast-WAM plugin next to LeRobot:\n\n"
+            "```bash\npip install lerobot_policy_fastwam\n```\n\n"
+            "Without it, LeRobot's built-in `fastwam` policy reads this config and refuses its fields.\n\n"
+            f"- Trained on `{dataset_repo_id}`" + (f" for {steps} steps" if steps else "") + f", variant "
+            f"`{c.variant}` (video loss weight {c.video_loss_weight:g}), preset `{c.preset}`, "
+            f"{c.num_layers} layers, compute dtype {c.dtype}.\n"
+            f"- Cameras {cameras} tiled `{c.camera_layout}` into {c.image_size[0]}x{c.image_size[1]} "
+            f"(`camera_fit={c.camera_fit}`); chunk {c.chunk_size}, {c.n_action_steps} actions run per chunk.\n"
+            f"- Evaluate: `lerobot-eval --policy.path={path} --env.type=<env> --eval.batch_size=1`\n"
+            f'- On a robot: `lerobot-rollout --policy.path={path} --robot.type=<robot> --task="..." '
+            "--inference.type=rtc`\n\n"
+        )
+        card.text = section + card.text
+        return card
+
     def _get_default_peft_targets(self) -> dict[str, Any]:
         """Defaults for ``lerobot-train --policy.path=... --peft.method_type=LORA``: LoRA on every linear layer
         of both experts' blocks (self-attention, cross-attention, FFN); the small robot-specific projections

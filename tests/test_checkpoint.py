@@ -148,3 +148,16 @@ def test_non_finite_weights_are_refused_at_load_naming_them(saved):
     _rewrite(path, poison)
     with pytest.raises(ValueError, match=r"NaN or Inf in model\.state_encoder\.weight:.*earlier checkpoint"):
         FastWAMPolicy.from_pretrained(path)
+
+
+def test_model_card_says_the_plugin_is_needed_and_how_the_checkpoint_was_trained(monkeypatch):
+    from huggingface_hub import ModelCard
+
+    monkeypatch.setattr(ModelCard, "validate", lambda self, *a, **k: None)  # the Hub's YAML check needs a network
+    policy = make_policy(seed=1)
+    policy.config.repo_id = "someone/fastwam_so101"
+    card = policy.generate_model_card("someone/so101_pick", "fastwam", None, None)
+    text = str(card)
+    assert "pip install lerobot_policy_fastwam" in text and "Trained on `someone/so101_pick`" in text
+    assert "variant `fastwam`" in text and "lerobot-rollout --policy.path=someone/fastwam_so101" in text
+    assert "datasets:" in text and "someone/so101_pick" in text  # LeRobot's own card data is kept
