@@ -1,6 +1,7 @@
 """`lerobot-fastwam serve`: LeRobot's own async inference server (gRPC, in a subprocess on loopback) serves a tiny
 Fast-WAM checkpoint to LeRobot's own client side: first the gRPC calls ``RobotClient`` makes, message by message,
-then ``RobotClient`` itself driving a stand-in robot. About 15-25 s on 2 CPU cores, most of it the server's imports."""
+then ``RobotClient`` itself driving the test's simulated arm (``tests/sim``). About 15-25 s on 2 CPU cores,
+most of it the server's imports."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from functools import cached_property
 
 import pytest
 import torch
@@ -24,17 +24,25 @@ from lerobot.async_inference.helpers import (  # noqa: E402
     TimedObservation,
     map_robot_keys_to_lerobot_features,
 )
-from lerobot.robots import Robot, RobotConfig  # noqa: E402
 from lerobot.transport import services_pb2, services_pb2_grpc  # noqa: E402
 from lerobot.transport.utils import grpc_channel_options, send_bytes_in_chunks  # noqa: E402
 
 from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors  # noqa: E402
 
 from .helpers import make_policy  # noqa: E402
+from .sim.fastwam_sim_arm import FastWAMSimArm, FastWAMSimArmConfig  # noqa: E402
 
-ACTION_DIM, STATE_DIM, CHUNK = 3, 4, 5
+ACTION_DIM = STATE_DIM = 3  # the sim arm's joints are its state and its action
+CHUNK = 5
 CAMERA_HW = (48, 80)  # the robot's camera; the server resizes it to the policy's (32, 64)
 STARTUP_TIMEOUT_S = 90
+
+
+def _sim_arm(tmp_path) -> FastWAMSimArm:
+    """One camera named as the policy's (``cam0``), at another size than its tile: the server resizes it."""
+    config = FastWAMSimArmConfig(joints=STATE_DIM, camera_names=["cam0"], height=CAMERA_HW[0], width=CAMERA_HW[1])
+    config.calibration_dir = tmp_path
+    return FastWAMSimArm(config)
 
 
 def _free_port() -> int:
@@ -97,62 +105,9 @@ def server(tmp_path_factory):
     assert "lerobot-fastwam serve: stopped." in output, output
 
 
-class StandInRobot(Robot):
-    """A robot with STATE_DIM joints and one camera that records the actions it is sent."""
-
-    name = "fastwam_stand_in"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.connected = False
-        self.sent: list[dict[str, float]] = []
-        self.generator = torch.Generator().manual_seed(0)
-
-    @cached_property
-    def observation_features(self) -> dict:
-        return {**{f"joint{i}.pos": float for i in range(STATE_DIM)}, "cam0": (*CAMERA_HW, 3)}
-
-    @cached_property
-    def action_features(self) -> dict:
-        return {f"joint{i}.pos": float for i in range(ACTION_DIM)}
-
-    @property
-    def is_connected(self) -> bool:
-        return self.connected
-
-    def connect(self, calibrate: bool = True) -> None:
-        self.connected = True
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
-
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
-
-    def get_observation(self) -> dict:
-        obs = {f"joint{i}.pos": float(torch.randn((), generator=self.generator)) for i in range(STATE_DIM)}
-        obs["cam0"] = torch.randint(0, 256, (*CAMERA_HW, 3), dtype=torch.uint8, generator=self.generator).numpy()
-        return obs
-
-    def send_action(self, action: dict) -> dict:
-        self.sent.append(action)
-        return action
-
-    def disconnect(self) -> None:
-        self.connected = False
-
-
-class StandInRobotConfig(RobotConfig):  # not registered: RobotClient gets the robot from a patched factory
-    pass
-
-
 def test_the_server_answers_the_robot_clients_calls_with_a_fastwam_chunk(server, checkpoint, tmp_path):
     """The calls of ``RobotClient.start``, ``send_observation`` and ``receive_actions``, with their messages."""
-    robot = StandInRobot(StandInRobotConfig(calibration_dir=tmp_path))
+    robot = _sim_arm(tmp_path)
     with grpc.insecure_channel(server, grpc_channel_options(initial_backoff=f"{1 / 30:.4f}s")) as channel:
         stub = services_pb2_grpc.AsyncInferenceStub(channel)
         stub.Ready(services_pb2.Empty())
@@ -197,12 +152,12 @@ def test_lerobots_robot_client_runs_a_fastwam_policy_through_the_server(
     from lerobot.async_inference import robot_client
     from lerobot.async_inference.configs import RobotClientConfig
 
-    robot = StandInRobot(StandInRobotConfig(calibration_dir=tmp_path))
+    robot = _sim_arm(tmp_path)
     monkeypatch.setattr(robot_client, "make_robot_from_config", lambda config: robot)
     config = RobotClientConfig(
         policy_type="fastwam",
         pretrained_name_or_path=str(checkpoint),
-        robot=StandInRobotConfig(),
+        robot=robot.config,
         actions_per_chunk=CHUNK,
         task="pick up the cube",
         server_address=server,

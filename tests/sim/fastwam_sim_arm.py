@@ -1,28 +1,29 @@
-"""A test-only simulated arm for ``lerobot-rollout``: 6 joints, two 640x480 cameras, every sent action logged.
+"""A test-only simulated arm for LeRobot's robot-facing scripts (``lerobot-rollout``, the async ``RobotClient``):
+``joints`` joint positions, ``camera_names`` random uint8 cameras, every sent action kept (``sent``) and, with
+``action_log``, appended to a JSON-lines file (for runs in a subprocess).
 
-Imported before LeRobot's rollout script parses its arguments, so ``--robot.type=fastwam_sim_arm`` resolves;
-LeRobot builds the robot from its config class name (``FastWAMSimArmConfig`` -> ``FastWAMSimArm``).
+Importing it registers ``--robot.type=fastwam_sim_arm``; LeRobot builds the robot from its config class name
+(``FastWAMSimArmConfig`` -> ``FastWAMSimArm``, in the same module).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
 from lerobot.robots import Robot, RobotConfig
 
-JOINTS = [f"joint_{i}.pos" for i in range(6)]
-CAMERAS = ("front", "wrist")
-
 
 @RobotConfig.register_subclass("fastwam_sim_arm")
 @dataclass
 class FastWAMSimArmConfig(RobotConfig):
-    action_log: str = "actions.jsonl"  # one JSON list of joint targets per sent action
+    joints: int = 6
+    camera_names: list[str] = field(default_factory=lambda: ["front", "wrist"])  # ("cameras" is LeRobot's)
     height: int = 480
     width: int = 640
+    action_log: str | None = None
 
 
 class FastWAMSimArm(Robot):
@@ -32,17 +33,20 @@ class FastWAMSimArm(Robot):
     def __init__(self, config: FastWAMSimArmConfig):
         super().__init__(config)
         self.config = config
+        self.joint_names = [f"joint_{i}.pos" for i in range(config.joints)]
+        self.sent: list[dict[str, float]] = []
         self._connected = False
-        self._joints = np.zeros(len(JOINTS), dtype=np.float32)
+        self._positions = np.zeros(config.joints, dtype=np.float32)
         self._rng = np.random.default_rng(0)
 
     @cached_property
     def observation_features(self) -> dict:
-        return {**{j: float for j in JOINTS}, **{c: (self.config.height, self.config.width, 3) for c in CAMERAS}}
+        cameras = {c: (self.config.height, self.config.width, 3) for c in self.config.camera_names}
+        return {**{j: float for j in self.joint_names}, **cameras}
 
     @cached_property
     def action_features(self) -> dict:
-        return {j: float for j in JOINTS}
+        return {j: float for j in self.joint_names}
 
     @property
     def is_connected(self) -> bool:
@@ -62,16 +66,16 @@ class FastWAMSimArm(Robot):
         pass
 
     def get_observation(self) -> dict:
-        frames = {
-            c: self._rng.integers(0, 256, (self.config.height, self.config.width, 3), dtype=np.uint8) for c in CAMERAS
-        }
-        return {**dict(zip(JOINTS, self._joints.tolist(), strict=True)), **frames}
+        shape = (self.config.height, self.config.width, 3)
+        frames = {c: self._rng.integers(0, 256, shape, dtype=np.uint8) for c in self.config.camera_names}
+        return {**dict(zip(self.joint_names, self._positions.tolist(), strict=True)), **frames}
 
     def send_action(self, action: dict) -> dict:
-        values = [float(action[j]) for j in JOINTS]
-        self._joints = np.asarray(values, dtype=np.float32)
-        with open(self.config.action_log, "a") as f:
-            f.write(json.dumps(values) + "\n")
+        self._positions = np.asarray([float(action[j]) for j in self.joint_names], dtype=np.float32)
+        self.sent.append(dict(action))
+        if self.config.action_log:
+            with open(self.config.action_log, "a") as f:
+                f.write(json.dumps(self._positions.tolist()) + "\n")
         return action
 
     def disconnect(self) -> None:
