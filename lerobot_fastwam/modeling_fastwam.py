@@ -480,8 +480,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         """
         if self.training:
             self.eval()
-        batch_size = self._check_observation(batch)
-        if self._action_queue:
+        if self._action_queue:  # (with an empty queue, predict_action_chunk checks the batch)
+            batch_size = self._check_observation(batch)
             if self._queue_owner != threading.get_ident():
                 raise RuntimeError(
                     "select_action was called from a second thread while the first thread's action chunk is "

@@ -52,7 +52,7 @@ def check_observation(batch: dict[str, Any], camera_keys: list[str], has_state: 
     for key in camera_keys:
         image = batch.get(key)
         if image is None:
-            continue  # a missing camera is reported with the cameras the batch does have (tiled_frames)
+            continue  # a missing camera is reported with the cameras the batch does have (camera_layout)
         if not isinstance(image, Tensor):
             raise TypeError(
                 f"Camera `{key}` is a {type(image).__name__}; the policy takes torch tensors [B, 3, H, W] in [0, 1]. "
