@@ -204,8 +204,7 @@ class FastWAM(nn.Module):
         noise_video = torch.randn_like(latents)
         noisy_video = add_noise(latents, noise_video, s_video)
         noisy_video[:, :, 0] = latents[:, :, 0]
-        frame_t = (s_video * cfg.num_train_timesteps)[:, None].repeat(1, frames)
-        frame_t[:, 0] = 0.0
+        frame_t = self._frame_timesteps(s_video, batch, frames)
         action_t = s_action * cfg.num_train_timesteps
         condition = self._conditioning_video(latents) if self.mot.mask == "idm" else None
         pred_video, pred_action = self.velocity(
@@ -226,6 +225,13 @@ class FastWAM(nn.Module):
             action=action_loss.detach(),
         )
 
+    def _frame_timesteps(self, levels: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """Per-frame timesteps ``[B, frames]``: every frame at its sample's noise level (``levels`` ``[B]`` or one
+        for all), the first frame clean (t=0), as the video expert reads them."""
+        t = (levels * self.config.num_train_timesteps).reshape(-1, 1).expand(batch, frames).clone()
+        t[:, 0] = 0.0
+        return t
+
     def _conditioning_video(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """IDM's conditioning copy of the training clip and its per-frame timesteps: as in the official code
         (``FastWAMIDM.training_loss``), each sample's copy is the clean clip, or with probability
@@ -236,9 +242,7 @@ class FastWAM(nn.Module):
         s_cond = sample_noise_levels(batch, cfg.timestep_shift, latents.device) * noised  # 0: clean
         cond = add_noise(latents, torch.randn_like(latents), s_cond)
         cond[:, :, 0] = latents[:, :, 0]
-        cond_t = (s_cond * cfg.num_train_timesteps)[:, None].repeat(1, frames)
-        cond_t[:, 0] = 0.0
-        return cond, cond_t
+        return cond, self._frame_timesteps(s_cond, batch, frames)
 
     @torch.no_grad()
     def sample(
@@ -354,11 +358,13 @@ class FastWAM(nn.Module):
         first = first_frame_latents.float()
         x_video, x_action = future_noise.float(), noise.float()
         for step in range(num_steps):
-            t = levels[step] * cfg.num_train_timesteps
-            frame_t = t.expand(batch, frames).clone()
-            frame_t[:, 0] = 0.0
+            frame_t = self._frame_timesteps(levels[step], batch, frames)
             video_velocity, action_velocity = self.velocity(
-                torch.cat([first, x_video], dim=2), frame_t, context, x_action, t.expand(batch)
+                torch.cat([first, x_video], dim=2),
+                frame_t,
+                context,
+                x_action,
+                (levels[step] * cfg.num_train_timesteps).expand(batch),
             )
             delta = levels[step + 1] - levels[step]
             x_video = x_video + delta * video_velocity[:, :, 1:].float()
@@ -381,8 +387,7 @@ class FastWAM(nn.Module):
         levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
         x = noise.float()
         for step in range(num_steps):
-            frame_t = (levels[step] * cfg.num_train_timesteps).expand(batch, frames).clone()
-            frame_t[:, 0] = 0.0
+            frame_t = self._frame_timesteps(levels[step], batch, frames)
             latents = torch.cat([first_frame_latents.float(), x], dim=2)
             video, emb = self._video_stream(latents, frame_t, context)
             tokens, _ = self.mot.joint(video, None, first_frame_len=emb.tokens.shape[1] // frames)
