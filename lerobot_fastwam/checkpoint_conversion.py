@@ -167,11 +167,11 @@ def _require(condition: bool, message: str) -> None:
 def load_translated_builtin_config(name_or_path, hub_kwargs: dict[str, Any]):
     """Yield a path whose config.json the plugin can parse: the original, or a translated temporary copy."""
     config_file = _config_file(name_or_path, hub_kwargs)
-    raw = json.loads(Path(config_file).read_text()) if config_file else {}
-    if raw.get("type") != "fastwam" or not is_builtin_config(raw):
+    fields, is_builtin = _plugin_fields(config_file) if config_file else ({}, False)
+    if not is_builtin:
         yield name_or_path
         return
-    translated = {"type": "fastwam", **translate_builtin_config(raw)}
+    translated = fields
     logger.info("Translated the LeRobot built-in fastwam config of %s to lerobot_fastwam.", name_or_path)
     tmp = tempfile.mkdtemp(prefix="fastwam_config_")
     try:
@@ -186,12 +186,17 @@ def read_saved_config(name_or_path, hub_kwargs: dict[str, Any]) -> dict[str, Any
     that can be read (LeRobot's own loader reports that where it matters)."""
     config_file = _config_file(name_or_path, hub_kwargs)
     try:
-        raw = json.loads(Path(config_file).read_text()) if config_file else None
-        if raw is not None and raw.get("type") == "fastwam" and is_builtin_config(raw):
-            raw = {"type": "fastwam", **translate_builtin_config(raw)}
+        return _plugin_fields(config_file)[0] if config_file else None
     except (OSError, ValueError):
         return None
-    return raw
+
+
+def _plugin_fields(config_file: str) -> tuple[dict[str, Any], bool]:
+    """A config.json as the plugin's fields, and whether it was a built-in config (then translated)."""
+    raw = json.loads(Path(config_file).read_text())
+    if raw.get("type") == "fastwam" and is_builtin_config(raw):
+        return {"type": "fastwam", **translate_builtin_config(raw)}, True
+    return raw, False
 
 
 def _config_file(name_or_path, hub_kwargs: dict[str, Any]) -> str | None:

@@ -117,21 +117,7 @@ class LatentEncoder(nn.Module):
     def random(cls, base_dim: int, z_dim: int) -> LatentEncoder:
         """Wan2.2 VAE layout (16x spatial, 4x temporal, residual, patch 2) at a small width, fixed seed."""
         with _fixed_seed():
-            vae = AutoencoderKLWan(
-                base_dim=base_dim,
-                z_dim=z_dim,
-                dim_mult=[1, 1, 1, 1],
-                num_res_blocks=1,
-                temperal_downsample=[False, True, True],
-                is_residual=True,
-                patch_size=2,
-                in_channels=12,
-                out_channels=12,
-                scale_factor_temporal=4,
-                scale_factor_spatial=16,
-                latents_mean=[0.0] * z_dim,
-                latents_std=[1.0] * z_dim,  # placeholders of the right length
-            )
+            vae = random_wan_vae(base_dim, z_dim)
         return cls(vae)  # random weights have no published statistics: the policy uses the data's
 
     @classmethod
@@ -166,6 +152,43 @@ class LatentEncoder(nn.Module):
         else:
             pixels = self.codec.decode(latents)
         return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def random_wan_vae(base_dim: int, z_dim: int) -> AutoencoderKLWan:
+    """The Wan2.2 VAE's layout (16x spatial, 4x temporal, residual, patch 2) at a small width, random weights
+    from the global RNG (the plugin's offline encoder, and LeRobot's built-in built offline in ``testing``)."""
+    return AutoencoderKLWan(
+        base_dim=base_dim,
+        z_dim=z_dim,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        patch_size=2,
+        in_channels=12,
+        out_channels=12,
+        scale_factor_temporal=4,
+        scale_factor_spatial=16,
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,  # placeholders of the right length
+    ).eval()
+
+
+def random_umt5_encoder(text_dim: int, num_layers: int, vocab_size: int) -> UMT5EncoderModel:
+    """A small umT5 encoder with random weights from the global RNG, in eval mode as ``from_pretrained`` returns
+    one (LeRobot's built-in never switches its frozen encoders to eval itself: a train-mode stand-in would run
+    dropout at inference)."""
+    config = UMT5Config(
+        vocab_size=vocab_size,
+        d_model=text_dim,
+        d_kv=max(text_dim // 4, 8),
+        d_ff=2 * text_dim,
+        num_layers=num_layers,
+        num_heads=4,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+    )
+    return UMT5EncoderModel(config).eval()
 
 
 @torch.no_grad()
@@ -225,18 +248,8 @@ class PromptEncoder(nn.Module):
     @classmethod
     def random(cls, text_dim: int, num_layers: int, max_length: int, template: str, cache_size: int):
         tokenizer = in_memory_tokenizer()
-        config = UMT5Config(
-            vocab_size=len(tokenizer),
-            d_model=text_dim,
-            d_kv=max(text_dim // 4, 8),
-            d_ff=2 * text_dim,
-            num_layers=num_layers,
-            num_heads=4,
-            feed_forward_proj="gated-gelu",
-            is_encoder_decoder=False,
-        )
         with _fixed_seed():
-            encoder = UMT5EncoderModel(config)
+            encoder = random_umt5_encoder(text_dim, num_layers, len(tokenizer))
         return cls(tokenizer, encoder, max_length, template, cache_size)
 
     @property

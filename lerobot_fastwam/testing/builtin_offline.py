@@ -8,8 +8,8 @@ builds the whole policy without a network. The substitutes keep the built-in's o
 (``WanVideoVAE38``, ``WanTextEncoder``, ``WanTokenizer``) so every call on the policy's path is the
 built-in's code; only the wrapped models are small and random.
 
-The random frozen components mirror the plugin's random ones (``lerobot_fastwam.frozen_encoders``:
-``LatentEncoder.random`` and ``PromptEncoder.random``), so a benchmark compares like with like.
+The random frozen components come from the plugin's own builders (``lerobot_fastwam.frozen_encoders``:
+``random_wan_vae``, ``random_umt5_encoder``), so a benchmark compares like with like.
 
     from lerobot_fastwam.testing.builtin_offline import build_builtin_policy
     policy = build_builtin_policy(7, 8, (32, 64), 1, num_layers=2, num_heads=2, head_dim=12,
@@ -24,59 +24,18 @@ from collections.abc import Iterator
 from unittest import mock
 
 import torch
-from diffusers import AutoencoderKLWan
 from lerobot.policies.fastwam import modeling_fastwam as builtin_modeling
 from lerobot.policies.fastwam.configuration_fastwam import FastWAMConfig as BuiltinFastWAMConfig
 from lerobot.policies.fastwam.modeling_fastwam import FastWAMPolicy as BuiltinFastWAMPolicy
 from lerobot.policies.fastwam.wan.adapters import WanVideoVAE38
 from lerobot.policies.fastwam.wan.components import WanTextEncoder, WanTokenizer
-from transformers import UMT5Config, UMT5EncoderModel
 
 from lerobot_fastwam.configuration_fastwam import default_features
-from lerobot_fastwam.frozen_encoders import in_memory_tokenizer
+from lerobot_fastwam.frozen_encoders import in_memory_tokenizer, random_umt5_encoder, random_wan_vae
 
 LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim; fixed by the TI2V-5B DiT's patch embedding
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def random_wan_vae(base_dim: int = 4, z_dim: int = LATENT_CHANNELS) -> AutoencoderKLWan:
-    """Wan2.2 VAE layout (16x spatial, 4x temporal, residual, patch 2) at a small width, random weights.
-
-    Same construction as the plugin's ``LatentEncoder.random``.
-    """
-    return AutoencoderKLWan(
-        base_dim=base_dim,
-        z_dim=z_dim,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        is_residual=True,
-        patch_size=2,
-        in_channels=12,
-        out_channels=12,
-        scale_factor_temporal=4,
-        scale_factor_spatial=16,
-        latents_mean=[0.0] * z_dim,
-        latents_std=[1.0] * z_dim,
-    ).eval()
-
-
-def random_umt5_encoder(text_dim: int, num_layers: int, vocab_size: int) -> UMT5EncoderModel:
-    """Small random umT5 encoder; same construction as the plugin's ``PromptEncoder.random``."""
-    config = UMT5Config(
-        vocab_size=vocab_size,
-        d_model=text_dim,
-        d_kv=max(text_dim // 4, 8),
-        d_ff=2 * text_dim,
-        num_layers=num_layers,
-        num_heads=4,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-    )
-    # eval(), as `from_pretrained` returns it: the built-in never switches its unregistered frozen encoders
-    # to eval mode itself, so a train-mode stand-in would run umT5's dropout at inference.
-    return UMT5EncoderModel(config).eval()
 
 
 def offline_wan_tokenizer(seq_len: int) -> WanTokenizer:
@@ -101,7 +60,7 @@ def offline_wan_components(text_dim: int, vae_base_dim: int = 4, text_encoder_la
     vocab_size = len(in_memory_tokenizer())
 
     def load_vae(*, torch_dtype: torch.dtype, device: str) -> WanVideoVAE38:
-        return WanVideoVAE38(dtype=torch_dtype, device=device, pretrained=random_wan_vae(vae_base_dim))
+        return WanVideoVAE38(dtype=torch_dtype, device=device, pretrained=random_wan_vae(vae_base_dim, LATENT_CHANNELS))
 
     def load_text_encoder(*, torch_dtype: torch.dtype, device: str, **_: object) -> WanTextEncoder:
         encoder = random_umt5_encoder(text_dim, text_encoder_layers, vocab_size)
