@@ -299,10 +299,9 @@ def build_cache(
     """Encode every window of ``dataset`` (a LeRobotDataset loaded with the policy's delta timestamps).
 
     Clips are tiled by ``camera_layout.training_clip``, the policy's own function, so cached and live latents
-    come from the same pixels. A matching cache is resumed: the files
-    its manifest records are checked (size, SHA-256) and those that fail are encoded again, with the missing
-    ones. ``max_shards`` stops after that many new shards (an interruption, for tests). Returns the cache
-    directory.
+    come from the same pixels. A matching cache is resumed: the files its manifest records are checked (size,
+    SHA-256) and those that fail are encoded again, with the missing ones. ``max_shards`` stops after that many
+    new shards (an interruption, for tests). Returns the cache directory.
     """
     from tqdm import tqdm  # noqa: PLC0415
 
