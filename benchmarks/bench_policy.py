@@ -63,6 +63,11 @@ from lerobot_fastwam.testing.builtin_offline import build_builtin_policy  # noqa
 ACTION_DIM = 7
 STATE_DIM = 8
 CHUNK_SIZE = 32
+ACTION_LOOPS = {  # --action-loop -> how the report names it
+    "eager": "eager",
+    "compiled": "compiled (torch.compile, compile_action_step=true, cuda_graph=false)",
+    "cuda-graph": "compiled and replayed as one CUDA graph (compile_action_step=true, cuda_graph=true)",
+}
 MODEL_VIDEO_FRAMES = 9  # frames the video expert sees (1 + 2 * 4 -> 3 latent frames)
 VIDEO_FRAME_STRIDE = 4  # dataset frames between two model frames
 TASKS = ("pick up the red block and put it in the bowl", "open the top drawer")
@@ -98,7 +103,7 @@ def arch_spec(name: str) -> dict[str, Any]:
 
 
 def build_plugin(
-    name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int, compile_step: bool = False
+    name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int, action_loop: str = "eager"
 ) -> FastWAMPolicy:
     inputs, outputs = default_features(ACTION_DIM, STATE_DIM, spec["image_size"], cameras)
     config = FastWAMConfig(
@@ -112,7 +117,8 @@ def build_plugin(
         video_frame_stride=VIDEO_FRAME_STRIDE,
         num_inference_steps=steps,
         use_pretrained_wan=False,  # random weights and random frozen encoders: no download
-        compile_action_step=compile_step,
+        compile_action_step=action_loop in ("compiled", "cuda-graph"),
+        cuda_graph=action_loop == "cuda-graph",
     )
     for key, value in spec.items():
         got = tuple(getattr(config, key)) if key == "image_size" else getattr(config, key)
@@ -321,9 +327,7 @@ def free(device: str) -> None:
 def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     spec = arch_spec(name)
     builders = {
-        "plugin": lambda: build_plugin(
-            name, spec, args.cameras, args.device, args.dtype, args.steps, args.compile_action_step
-        ),
+        "plugin": lambda: build_plugin(name, spec, args.cameras, args.device, args.dtype, args.steps, args.action_loop),
         "builtin": lambda: build_builtin(spec, args.cameras, args.device, args.dtype, args.steps),
     }
 
@@ -429,7 +433,7 @@ def render(rows: list[dict], args: argparse.Namespace, command: str, load_before
         f"- command: `{command}`",
         f"- device: {environment(args)}{load}",
         f"- settings: {args.dtype}; plugin action step "
-        f"{'compiled (torch.compile, compile_action_step=true)' if args.compile_action_step else 'eager'}; "
+        f"{ACTION_LOOPS[args.action_loop]}; "
         f"{args.cameras} camera(s); state {STATE_DIM}, action {ACTION_DIM}, "
         f"chunk {CHUNK_SIZE}, {MODEL_VIDEO_FRAMES} video frames; action chunk = `predict_action_chunk` at "
         f"batch 1, {args.steps} denoising steps, median of {args.iters} after {args.warmup} warm-up; "
@@ -516,9 +520,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "off for CUDA, where the two 5B models would not fit side by side for training)",
     )
     parser.add_argument(
-        "--compile-action-step",
-        action="store_true",
-        help="build the plugin with compile_action_step=true (warm-up includes compilation)",
+        "--action-loop",
+        default="eager",
+        choices=list(ACTION_LOOPS),
+        help="the plugin's action loop: eager, compiled (compile_action_step) or cuda-graph (compiled and replayed "
+        "as one CUDA graph, cuda_graph; CUDA only). The warm-up chunks include compilation and capture.",
     )
     parser.add_argument(
         "--profile", action="store_true", help="also print a torch.profiler table of one action chunk of each policy"
@@ -531,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--device {args.device} requested but CUDA is not available on this machine.")
     elif args.device != "cpu":
         parser.error(f"--device must be cpu or cuda[:N], got {args.device!r}.")
+    if args.action_loop == "cuda-graph" and not args.device.startswith("cuda"):
+        parser.error("--action-loop cuda-graph needs --device cuda.")
     if "5b" in args.config and not args.device.startswith("cuda"):
         parser.error("--config 5b builds two ~6 B-parameter models; run it with --device cuda.")
     if args.interleave is None:

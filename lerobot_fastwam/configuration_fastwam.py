@@ -94,6 +94,7 @@ PRESETS: dict[str, dict[str, object]] = {
     },
 }
 VIDEO_CODECS = ("wan2.2_vae", "dct")
+OPTIMIZER_TYPES = ("adamw", "adamw_8bit")
 
 # The paper's four models (reference section 1): each is one attention mask (``attention.MASKS``), one training
 # noise and one sampler (``model.FastWAM``) of the same network. The co-trained ones learned the future video.
@@ -190,8 +191,12 @@ class FastWAMConfig(PreTrainedConfig):
             ``pretrained_model_id`` (a Wan2.2 Diffusers repo id or local dir). False builds small random frozen
             encoders (tests and demos), built from a fixed seed; frozen encoders are never stored in checkpoints.
         attention_backend: "sdpa" (default), "xformers" (when installed), or "auto".
-        compile_action_step: compile the per-step action-expert pass with ``torch.compile`` (the first chunk
-            pays the compilation, later chunks run the fused kernels; about 0.7x the eager latency on CPU).
+        compile_action_step: compile the per-step action-expert pass with ``torch.compile``. Unset: on for CUDA,
+            off elsewhere (on a CPU it takes about 0.7x the eager latency but 20-30 s to compile per process).
+        cuda_graph: replay the action sampler's whole Euler loop as one CUDA graph (``action_graph.py``; one
+            launch per chunk instead of hundreds). Unset: on for CUDA. Not used for RTC-guided chunks (the guidance
+            differentiates through each step). A loaded policy compiles and captures at load time
+            (``FastWAMPolicy.warm_up``), so the robot's first step is not the slow one.
         inference_seed: fixed-seed noise for the action sampler, as in the paper (``None``: fresh noise).
         variant: which of the paper's models: "fastwam" (actions read the clean first frame; the future video is
             only trained, never generated at test time), "joint" (actions read all video; video and actions are
@@ -244,7 +249,8 @@ class FastWAMConfig(PreTrainedConfig):
     attention_backend: str = "sdpa"
     gradient_checkpointing: bool = False
     freeze_video_expert: bool = False
-    compile_action_step: bool = False  # torch.compile the cached action-denoising step (first call compiles)
+    compile_action_step: bool | None = None  # torch.compile the cached action step; None: on CUDA only
+    cuda_graph: bool | None = None  # the action Euler loop as one CUDA graph; None: on CUDA only
     use_latent_cache: bool = True  # train from `lerobot-fastwam cache` output when the dataset has a matching one
 
     # Frozen components
@@ -279,6 +285,7 @@ class FastWAMConfig(PreTrainedConfig):
 
     # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, warm-up over the first 5 percent of the steps,
     # cosine decay to 1 percent of the peak, gradient clip 1.0)
+    optimizer_type: str = "adamw"  # "adamw_8bit": bitsandbytes' 8-bit AdamW states (2 instead of 8 bytes a weight)
     optimizer_lr: float = 1e-4
     optimizer_betas: tuple[float, float] = (0.9, 0.95)
     optimizer_weight_decay: float = 0.01
@@ -325,6 +332,8 @@ class FastWAMConfig(PreTrainedConfig):
             raise ValueError(f"head_dim must be even for RoPE, got {self.head_dim}.")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+        if self.optimizer_type not in OPTIMIZER_TYPES:
+            raise ValueError(f"optimizer_type must be one of {OPTIMIZER_TYPES}, got {self.optimizer_type!r}.")
         if self.camera_fit not in FITS:
             raise ValueError(f"camera_fit must be one of {FITS}, got {self.camera_fit!r}.")
         for key, box in (self.camera_crops or {}).items():
@@ -428,9 +437,10 @@ class FastWAMConfig(PreTrainedConfig):
         return None
 
     def get_optimizer_preset(self) -> OptimizerConfig:
-        from .plugin import FusedAdamWConfig  # noqa: PLC0415  (registered with LeRobot by the plugin)
+        from .plugin import AdamW8bitConfig, FusedAdamWConfig  # noqa: PLC0415  (registered by the plugin)
 
-        return FusedAdamWConfig(
+        optimizer = AdamW8bitConfig if self.optimizer_type == "adamw_8bit" else FusedAdamWConfig
+        return optimizer(
             lr=self.optimizer_lr,
             betas=self.optimizer_betas,
             weight_decay=self.optimizer_weight_decay,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .action_expert import ActionExpert
+from .action_graph import StaticLoop
 from .attention import resolve_backend
 from .configuration_fastwam import FastWAMConfig
 from .flow_matching import (
@@ -95,7 +96,9 @@ class FastWAM(nn.Module):
             mask=config.attention_mask,
             gradient_checkpointing=config.gradient_checkpointing,
         )
-        self._action_layers = torch.compile(self.mot.action_layers) if config.compile_action_step else None
+        self._compiled_action_layers = None  # torch.compile(self.mot.action_layers), built on first use
+        self._action_loop_graphs = StaticLoop()
+        self.eager_action_loop = False  # True: neither compile nor CUDA graph (the warm-up's reference run)
         self.loss_weight = TimestepLossWeight(config.num_train_timesteps, config.timestep_shift)
 
     @property
@@ -310,31 +313,70 @@ class FastWAM(nn.Module):
         cache = self.mot.prefill_video(video, first_frame_len, action_context, num_actions=horizon)
         rope = self.action.rope(horizon)
 
-        levels = inference_noise_levels(num_steps, cfg.timestep_shift).to(noise.device)
-        step_timesteps = (levels[:-1] * cfg.num_train_timesteps).repeat_interleave(batch)
+        levels = inference_noise_levels(num_steps, cfg.timestep_shift)  # on the CPU: no sync inside a graph
+        step_timesteps = (levels[:-1] * cfg.num_train_timesteps).to(noise.device).repeat_interleave(batch)
         step_inputs = self.action.embed_timestep(step_timesteps).unflatten(0, (num_steps, batch))
         modulations = self.mot.action_modulations(step_inputs)
-        deltas = (levels[1:] - levels[:-1]).tolist()
+        levels = levels.tolist()
 
         x = noise.float()
-        for step in range(num_steps):
+        if guidance is None and self.action_loop_speedups(x.device)[1]:
+            # The same loop, replayed as one CUDA graph (``action_graph``); its tensors travel as one flat list.
+            layers = len(cache.keys)
+
+            def graphed_loop(t: list[torch.Tensor]) -> torch.Tensor:
+                context_kv = list(zip(t[3 + 2 * layers :: 2], t[4 + 2 * layers :: 2], strict=True))
+                graph_cache = VideoCache(cache.video_len, t[3 : 3 + layers], t[3 + layers : 3 + 2 * layers], context_kv)
+                return self._euler_loop(t[0], t[1], t[2], graph_cache, levels, None)
+
+            flat = [x, modulations, rope, *cache.keys, *cache.values, *(kv for pair in cache.context_kv for kv in pair)]
+            return self._action_loop_graphs(graphed_loop, flat, key=(cache.video_len, tuple(levels)))
+        return self._euler_loop(x, modulations, rope, cache, levels, guidance)
+
+    def _euler_loop(
+        self,
+        x: torch.Tensor,
+        modulations: torch.Tensor,
+        rope: torch.Tensor,
+        cache: VideoCache,
+        levels: list[float],
+        guidance: VelocityGuidance | None,
+    ) -> torch.Tensor:
+        """Euler-integrate the actions from noise ``x`` (level ``levels[0]``) to ``levels[-1]``."""
+        for step in range(len(levels) - 1):
 
             def velocity(x_t: torch.Tensor, step: int = step) -> torch.Tensor:
                 return self.action_velocity(x_t, modulations[step], rope, cache).float()
 
-            v = velocity(x) if guidance is None else guidance(x, velocity, float(levels[step]))
-            x = x + deltas[step] * v
+            v = velocity(x) if guidance is None else guidance(x, velocity, levels[step])
+            x = x + (levels[step + 1] - levels[step]) * v
         return x
 
     def action_velocity(
         self, noisy_actions: torch.Tensor, modulations: torch.Tensor, rope: torch.Tensor, cache: VideoCache
     ) -> torch.Tensor:
         """The action expert's velocity ``[B, H, A]`` for one denoising step of ``sample_actions`` (its input
-        projection, its layers over the cached video, compiled when ``compile_action_step``, its output
+        projection, its layers over the cached video, compiled when ``action_loop_speedups`` says so, its output
         projection). ``modulations``: the step's slice of ``MixtureOfTransformers.action_modulations``."""
         tokens = self.action.action_in(noisy_actions.to(self.action.action_in.weight.dtype))
-        action_layers = self._action_layers or self.mot.action_layers
+        action_layers = self.mot.action_layers
+        if self.action_loop_speedups(tokens.device)[0]:
+            if self._compiled_action_layers is None:
+                self._compiled_action_layers = torch.compile(self.mot.action_layers)
+            action_layers = self._compiled_action_layers
         return self.action.action_out(action_layers(tokens, modulations, rope, cache))
+
+    def action_loop_speedups(self, device: torch.device) -> tuple[bool, bool]:
+        """``(compile, cuda_graph)`` for the action loop on ``device``: ``config.compile_action_step`` and
+        ``config.cuda_graph``, where unset on for CUDA only (on a CPU compiling costs 20-30 s per process for
+        about 30% off each chunk; ``docs/benchmarks.md``). Both off while ``eager_action_loop`` is set."""
+        on_cuda = device.type == "cuda"
+        compile_step, graph = self.config.compile_action_step, self.config.cuda_graph
+        if graph and not on_cuda:
+            raise ValueError(f"cuda_graph=True needs a CUDA device; this policy runs on {device}. Unset it.")
+        if self.eager_action_loop:
+            return False, False
+        return (on_cuda if compile_step is None else compile_step), (on_cuda if graph is None else graph)
 
     @torch.no_grad()
     def sample_joint(

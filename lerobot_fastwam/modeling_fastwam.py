@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -77,7 +78,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         if self._latent_cache is None:
             self.latent_encoder, self.prompt_encoder  # noqa: B018 - build them
         self._resolve_latent_stats(meta)
-        self.init_rtc_processor()
+        self.rtc_processor = RTCProcessor(config.rtc_config) if config.rtc_config is not None else None
         self.reset()
 
     def _resolve_latent_stats(self, dataset_meta) -> None:
@@ -178,9 +179,64 @@ class FastWAMPolicy(PreTrainedPolicy):
             check_variant_change(saved_variant(saved), config.variant, f"The checkpoint {path}")
         cls._build_for_checkpoint = True
         try:
-            return super().from_pretrained(*args, **kwargs)
+            policy = super().from_pretrained(*args, **kwargs)
         finally:
             cls._build_for_checkpoint = False
+        policy.warm_up()
+        return policy
+
+    @torch.no_grad()
+    def warm_up(self) -> None:
+        """Compile and capture the action loop now (``FastWAM.action_loop_speedups``: on CUDA unless switched off)
+        with a blank observation at batch size 1, so that a robot's first step does not wait for it; with RTC
+        switched on, the guided path too. Then check the accelerated chunk against the eager one: a failure or a
+        mismatch logs a warning and leaves this policy eager. Does nothing when the loop runs eager anyway."""
+        device = self.latent_mean.device
+        if (
+            not any(self.model.action_loop_speedups(device)) or self.model.mot.mask == "joint"
+        ):  # (joint: no action loop)
+            return
+        cfg = self.config
+        batch = {key: torch.zeros(1, 3, h, w, device=device) for key, (h, w) in cfg.camera_tile_sizes.items()}
+        if cfg.state_dim is not None:
+            batch[OBS_STATE] = torch.zeros(1, cfg.state_dim, device=device)
+        batch["task"] = [""]
+        start = time.perf_counter()
+        try:
+            latents = self._current_latents(batch)
+            generator = torch.Generator(device).manual_seed(0)
+            noise = torch.randn(1, cfg.chunk_size, cfg.action_dim, device=device, generator=generator)
+            future = torch.randn(latents.shape[:2] + (cfg.num_latent_frames - 1,) + latents.shape[3:], device=device)
+            future = future if self.model.samples_future else None
+            with self._autocast():
+                context = self._context(batch, 1)
+                chunks = []
+                for eager in (False, True):
+                    self.model.eager_action_loop = eager
+                    chunks.append(self.model.sample(latents, context, noise, cfg.num_inference_steps, future)[0])
+                self.model.eager_action_loop = False
+                if self.rtc_processor is not None and cfg.rtc_config.enabled:
+                    guidance = self._rtc_guidance(1, chunks[1][0], None)
+                    self.model.sample(latents, context, noise, cfg.num_inference_steps, future, guidance)
+        except Exception as exc:  # a missing compiler toolchain, an unsupported op: run eager rather than fail
+            self.model.eager_action_loop = True
+            logger.warning(
+                "Fast-WAM: compiling the action loop failed (%s: %s); it runs eager.", type(exc).__name__, exc
+            )
+            return
+        accelerated, eager = (chunk.float() for chunk in chunks)
+        error = float((accelerated - eager).abs().max() / eager.abs().max().clamp_min(1e-6))
+        tolerance = 1e-3 if cfg.torch_dtype == torch.float32 else 5e-2
+        if not error <= tolerance:
+            self.model.eager_action_loop = True
+            logger.warning(
+                "Fast-WAM: the compiled action loop differs from the eager one by %.2g (relative, tolerance %.0g); "
+                "it runs eager. Please report this with your torch version and device.",
+                error,
+                tolerance,
+            )
+            return
+        logger.info("Fast-WAM: action loop compiled and warmed up in %.1f s.", time.perf_counter() - start)
 
     @classmethod
     def _load_as_safetensor(cls, model: FastWAMPolicy, model_file: str, map_location: str, strict: bool):
@@ -355,6 +411,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         and calls this)."""
         cfg = self.config.rtc_config
         self.rtc_processor = RTCProcessor(cfg) if cfg is not None else None
+        if cfg is not None:
+            self.warm_up()  # RTC's guided steps differentiate through the action expert: compiled separately
 
     def _rtc_guidance(self, inference_delay, prev_chunk_left_over, execution_horizon) -> VelocityGuidance | None:
         """The guidance for one chunk, or None (no RTC arguments, or the first chunk: nothing to continue)."""

@@ -85,6 +85,21 @@ def test_loaded_policy_runs_in_the_compute_dtype_and_trains_with_fp32_masters(tm
     assert params and all(p.dtype == torch.float32 for p in params)
 
 
+def test_an_fp32_checkpoint_deploys_in_bfloat16_with_the_same_chunk_to_bf16_precision(saved):
+    """``--policy.dtype=bfloat16`` at rollout: half the weight memory, the fp32 policy's actions."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    policy, path = saved
+    config = PreTrainedConfig.from_pretrained(path)
+    config.dtype = "bfloat16"
+    loaded = FastWAMPolicy.from_pretrained(path, config=config)
+    assert all(p.dtype == torch.bfloat16 for p in loaded.model.parameters())
+    batch = observation(policy.config, batch_size=2, seed=1)
+    expected = policy.predict_action_chunk(batch)
+    error = (loaded.predict_action_chunk(batch) - expected).abs().max() / expected.abs().max()
+    assert 0 < error < 0.05
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
 def test_damaged_weights_file_is_an_error_naming_the_file(saved, damage):
     _, path = saved

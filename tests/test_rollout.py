@@ -68,6 +68,6 @@ def test_lerobot_rollout_drives_a_robot_with_640x480_cameras(checkpoint, tmp_pat
     code = ROLLOUT.format(sim=str(SIM), args=args)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    actions = [json.loads(line)["action"] for line in log.read_text().splitlines()]
     assert len(actions) >= 10, result.stderr[-2000:]
     assert all(math.isfinite(v) and abs(v) <= 1.1 + 1e-6 for a in actions for v in a)  # finite, clamped to [-1.1, 1.1]

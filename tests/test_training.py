@@ -177,3 +177,49 @@ def test_without_video_cotraining_only_the_first_frame_runs_and_the_action_loss_
     assert only_actions["loss_video"] == 0.0
     assert only_actions["loss_action"] == pytest.approx(full["loss_action"], rel=1e-5)
     assert loss.item() == pytest.approx(full["loss_action"], rel=1e-5)
+
+
+def test_8bit_adamw_preset_trains_with_a_quarter_of_the_optimizer_state_and_resumes(tmp_path):
+    """``--policy.optimizer_type=adamw_8bit``: LeRobot builds it from the policy's preset, its moments are 8-bit,
+    and LeRobot's own optimizer checkpointing saves and restores it."""
+    pytest.importorskip("bitsandbytes")
+    from lerobot.optim.optimizers import load_optimizer_state, save_optimizer_state
+
+    policy = make_policy(optimizer_type="adamw_8bit", num_layers=2)
+    preset = policy.config.get_optimizer_preset()
+    assert preset.type == "fastwam_adamw8bit"
+    params = policy.get_optim_params()
+    optimizer = preset.build(params)
+    batch = training_batch(policy.config, batch_size=2)
+    before = [p.detach().clone() for p in params]
+    for _ in range(2):
+        loss, _ = policy.forward(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss) and any(not torch.equal(a, p) for a, p in zip(before, params, strict=True))
+    big = max(params, key=lambda p: p.numel())  # bitsandbytes keeps tiny tensors' states in fp32
+    state = optimizer.state[big]
+    moment_bytes = sum(t.numel() * t.element_size() for k, t in state.items() if k in ("state1", "state2"))
+    assert moment_bytes == 2 * big.numel()  # AdamW: 8 bytes a weight
+
+    save_optimizer_state(optimizer, tmp_path)
+    restored = load_optimizer_state(preset.build(params), tmp_path)
+    saved = [p.detach().clone() for p in params]
+    optimizer.step()  # with the last gradients: the run that continues
+    continued = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, value in zip(params, saved, strict=True):
+            p.copy_(value)
+    restored.step()  # the run resumed from the checkpoint takes the same step
+    for p, value in zip(params, continued, strict=True):
+        torch.testing.assert_close(p, value, rtol=0, atol=0)
+
+
+def test_8bit_adamw_without_bitsandbytes_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    policy = make_policy(optimizer_type="adamw_8bit")
+    with pytest.raises(ImportError, match=r"lerobot_policy_fastwam\[bnb\]"):
+        policy.config.get_optimizer_preset().build(policy.get_optim_params())

@@ -1,6 +1,7 @@
 """A test-only simulated arm for LeRobot's robot-facing scripts (``lerobot-rollout``, the async ``RobotClient``):
 ``joints`` joint positions, ``camera_names`` random uint8 cameras, every sent action kept (``sent``) and, with
-``action_log``, appended to a JSON-lines file (for runs in a subprocess).
+``action_log``, appended to a JSON-lines file as ``{"t": unix time, "action": [...]}`` (for runs in a subprocess;
+``benchmarks/bench_rollout.py`` measures loop rates from the times).
 
 Importing it registers ``--robot.type=fastwam_sim_arm``; LeRobot builds the robot from its config class name
 (``FastWAMSimArmConfig`` -> ``FastWAMSimArm``, in the same module).
@@ -9,6 +10,7 @@ Importing it registers ``--robot.type=fastwam_sim_arm``; LeRobot builds the robo
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -75,7 +77,7 @@ class FastWAMSimArm(Robot):
         self.sent.append(dict(action))
         if self.config.action_log:
             with open(self.config.action_log, "a") as f:
-                f.write(json.dumps(self._positions.tolist()) + "\n")
+                f.write(json.dumps({"t": time.time(), "action": self._positions.tolist()}) + "\n")
         return action
 
     def disconnect(self) -> None:
