@@ -19,13 +19,16 @@ from diffusers.models.transformers.transformer_wan import (
 )
 from torch import nn
 
+from .block_call import RunsInside
 
-class ActionTransformerBlock(WanTransformerBlock):
+
+class ActionTransformerBlock(RunsInside, WanTransformerBlock):
     """A ``WanTransformerBlock`` whose attention width (heads x head_dim) differs from its hidden width.
 
     diffusers' block ties head_dim to ``dim // num_heads``; the action expert projects 1024 -> 24 x 128 so its
     keys and values live in the video expert's attention space. Submodule names match the parent class, so
-    the MoT layer loop treats both experts' blocks alike.
+    the MoT layer loop treats both experts' blocks alike; like the video expert's blocks it can run a MoT layer
+    inside its module call (``block_call``).
     """
 
     def __init__(self, *, dim: int, ffn_dim: int, num_heads: int, head_dim: int, eps: float = 1e-6):

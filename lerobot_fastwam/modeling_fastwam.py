@@ -53,6 +53,7 @@ class FastWAMPolicy(PreTrainedPolicy):
     config_class = FastWAMConfig
     name = "fastwam"
     _build_for_checkpoint = False  # set by from_pretrained: weights come from the checkpoint
+    _rank_rng_split = False  # set by the first forward (_split_rank_rng)
 
     def __init__(self, config: FastWAMConfig, dataset_stats: dict | None = None, **kwargs: Any):
         super().__init__(config)
@@ -366,7 +367,22 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------------------------------------
     # Training
+    def _split_rank_rng(self) -> None:
+        """Give each process of a multi-process run (DDP, FSDP) its own random stream, once, at the first forward.
+
+        LeRobot seeds every rank alike, so each rank would draw the same noise levels and noises for its share of
+        the global batch: N processes x B samples would see only B distinct draws per step. The shared stream is
+        drawn once (the same draw on every rank) and each rank reseeds with it plus its rank; a single process is
+        left untouched.
+        """
+        self._rank_rng_split = True
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            torch.manual_seed(int(torch.randint(0, 2**62, ())) + dist.get_rank())
+
     def forward(self, batch: dict[str, Any], reduction: str = "mean") -> tuple[Tensor, dict[str, float]]:
+        if not self._rank_rng_split:
+            self._split_rank_rng()
         cfg = self.config
         actions = batch[ACTION]
         if actions.ndim != 3 or actions.shape[-1] != cfg.action_dim:

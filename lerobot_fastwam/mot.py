@@ -28,6 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .action_expert import ActionExpert
 from .attention import attend, check_mask, mot_attention
+from .block_call import call_inside
 
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -210,12 +211,32 @@ class MixtureOfTransformers(nn.Module):
         action: ExpertStream | None,
         first_frame_len: int,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One layer, run inside the module calls of its video block and (with actions) its action block
+        (``block_call``), so that each block may be its own FSDP unit."""
         vblock = self.video.blocks[index]
+        ablock = None if action is None else self.action.blocks[index]
+
+        def layer(xv: torch.Tensor, xa: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return self._layer_maths(vblock, ablock, xv, xa, video, action, first_frame_len)
+
+        if ablock is None:
+            return call_inside(vblock, layer, xv, xa)
+        return call_inside(vblock, lambda xv, xa: call_inside(ablock, layer, xv, xa), xv, xa)
+
+    def _layer_maths(
+        self,
+        vblock: nn.Module,
+        ablock: nn.Module | None,
+        xv: torch.Tensor,
+        xa: torch.Tensor | None,
+        video: ExpertStream,
+        action: ExpertStream | None,
+        first_frame_len: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         vmod = _modulation(vblock, video.modulation)
         vqkv = self_attention_qkv(vblock, xv, vmod, video.rope)
         aqkv = None
         if action is not None:
-            ablock = self.action.blocks[index]
             amod = _modulation(ablock, action.modulation)
             aqkv = self_attention_qkv(ablock, xa, amod, action.rope)
         backend = self.attention_backend

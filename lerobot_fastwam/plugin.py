@@ -59,9 +59,10 @@ class AdamW8bitConfig(AdamWConfig):
             import bitsandbytes  # noqa: PLC0415
         except ImportError as err:
             raise ImportError(
-                "optimizer_type=adamw_8bit needs bitsandbytes: pip install \"lerobot_policy_fastwam[bnb]\" "
+                'optimizer_type=adamw_8bit needs bitsandbytes: pip install "lerobot_policy_fastwam[bnb]" '
                 "(or use the default optimizer_type=adamw)."
             ) from err
+
         class AdamW8bit(bitsandbytes.optim.AdamW8bit):
             """Its ``state_dict`` is one LeRobot can save with safetensors: tensors only (bitsandbytes keeps the
             step count as an int) and none sharing memory (its quantisation maps are shared between weights)."""

@@ -14,6 +14,8 @@ import torch
 from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
+from .block_call import VideoTransformerBlock
+
 
 @dataclass
 class VideoEmbedding:
@@ -31,7 +33,8 @@ def build_video_expert(
     """A Wan2.2-TI2V DiT with the given size (the 5B model: 30 layers, 24 x 128, FFN 14336, 48 channels).
 
     Its RoPE tables are computed, not learned: they are built on the CPU (real also when the weights are created
-    on the meta device) and move with the module.
+    on the meta device) and move with the module. Its blocks are ``block_call.VideoTransformerBlock``: diffusers'
+    block, whose module call can also run a MoT layer (each block can be an FSDP unit).
     """
     model = WanTransformer3DModel(
         patch_size=(1, 2, 2),
@@ -49,6 +52,8 @@ def build_video_expert(
     )
     with torch.device("cpu"):
         model.rope = WanRotaryPosEmbed(head_dim, model.config.patch_size, model.config.rope_max_seq_len)
+    for block in model.blocks:
+        block.__class__ = VideoTransformerBlock  # a subclass without state of its own
     return model
 
 
