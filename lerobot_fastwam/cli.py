@@ -4,6 +4,7 @@ lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --outpu
 lerobot-fastwam demo --task button-press-topdown-v3 --output DIR [--baseline act]
 lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
 lerobot-fastwam serve [--host=H --port=P ... as for python -m lerobot.async_inference.policy_server]
+lerobot-fastwam memory --preset wan2.2-ti2v-5b [--recipe full frozen-video lora] [--batch-size N] [--gpu-memory-gb 24]
 """
 
 from __future__ import annotations
@@ -234,11 +235,17 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["serve"]:
         serve(argv[1:])
         return
+    if argv[:1] == ["memory"]:
+        from .memory_planner import main as memory  # noqa: PLC0415
+
+        memory(argv[1:])
+        return
     parser = argparse.ArgumentParser(prog="lerobot-fastwam", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="Meta-World: record, cache, train, evaluate, report (options: --help after it)")
     sub.add_parser("cache", help="encode a dataset's training windows and tasks once (options: --help after it)")
     sub.add_parser("serve", help="LeRobot's async inference policy server, accepting fastwam (--help after it)")
+    sub.add_parser("memory", help="plan the GPU memory of training and inference (options: --help after it)")
     c = sub.add_parser("convert", help="official .pt checkpoint -> plugin checkpoint directory")
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
     c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")
