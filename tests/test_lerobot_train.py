@@ -156,3 +156,53 @@ def test_resume_continues_to_step_6(train_run):
     after = load_file(str(checkpoints / "000006" / "pretrained_model" / "model.safetensors"))
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before), "resumed training changed no weight"
+
+
+def test_small_gpu_recipe_flags_train_from_the_cache_with_8bit_states(tmp_path):
+    """The 24 GB recipe of docs/training_recipes.md, as flags of LeRobot's own lerobot-train: the latent cache
+    (VAE and umT5 never built), a frozen video expert, gradient checkpointing, 8-bit AdamW states."""
+    pytest.importorskip("bitsandbytes")
+    from lerobot_fastwam.cli import main as fastwam_cli
+
+    data_root = tmp_path / "dataset"
+    make_dataset(data_root, repo_id=REPO_ID, episodes=2, frames=24, cameras=("front", "wrist"), image_hw=(64, 64))
+    policy_flags = ["--policy.preset=tiny", "--policy.device=cpu"]
+    fastwam_cli(["cache", f"--dataset.repo_id={REPO_ID}", f"--dataset.root={data_root}", *policy_flags])
+    output_dir = tmp_path / "outputs"
+    result = run_train(
+        [
+            "--policy.type=fastwam",
+            *policy_flags,
+            "--policy.push_to_hub=false",
+            "--policy.freeze_video_expert=true",
+            "--policy.gradient_checkpointing=true",
+            "--policy.optimizer_type=adamw_8bit",
+            "--policy.action_ffn_dim=256",  # FFN weights of 16 x 256: bitsandbytes keeps 8-bit states from 4096 up
+            f"--dataset.repo_id={REPO_ID}",
+            f"--dataset.root={data_root}",
+            "--dataset.video_backend=pyav",
+            "--steps=2",
+            "--batch_size=2",
+            "--save_freq=1",
+            "--log_freq=1",
+            f"--output_dir={output_dir}",
+            "--num_workers=0",
+            "--env_eval_freq=0",
+            "--wandb.enable=false",
+        ],
+        cwd=tmp_path,
+    )
+    log = result.stdout + result.stderr
+    assert "training from the latent cache" in log and "(the VAE and umT5 are not loaded)" in log
+    assert sorted(logged_steps(result)) == [1, 2]
+    first, second = (
+        load_file(str(output_dir / "checkpoints" / step / "pretrained_model" / "model.safetensors"))
+        for step in ("000001", "000002")
+    )
+    video = [k for k in first if k.startswith("model.mot.video.")]
+    action = [k for k in first if k.startswith("model.mot.action.")]
+    assert video and all(torch.equal(first[k], second[k]) for k in video)  # frozen
+    assert any(not torch.equal(first[k], second[k]) for k in action)  # trained
+    state = load_file(str(output_dir / "checkpoints" / "000002" / "training_state" / "optimizer_state.safetensors"))
+    moments = {t.dtype for k, t in state.items() if k.endswith(("/state1", "/state2"))}
+    assert torch.uint8 in moments  # 8-bit moments, saved by LeRobot's own code
