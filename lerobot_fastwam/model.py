@@ -98,6 +98,7 @@ class FastWAM(nn.Module):
         )
         self._compiled_action_layers = None  # torch.compile(self.mot.action_layers), built on first use
         self._action_loop_graphs = StaticLoop()
+        self._graphed_weights: tuple = ()  # which weight tensors the graphs read (see sample_actions)
         self.eager_action_loop = False  # True: neither compile nor CUDA graph (the warm-up's reference run)
         self.loss_weight = TimestepLossWeight(config.num_train_timesteps, config.timestep_shift)
 
@@ -322,6 +323,12 @@ class FastWAM(nn.Module):
         x = noise.float()
         if guidance is None and self.action_loop_speedups(x.device)[1]:
             # The same loop, replayed as one CUDA graph (``action_graph``); its tensors travel as one flat list.
+            # A graph reads the weights at the addresses it was captured with: weights replaced since (fp32
+            # masters restored, LoRA adapters added, another dtype) mean new graphs.
+            weights = tuple((p.data_ptr(), p.dtype) for p in self.action.parameters())
+            if weights != self._graphed_weights:
+                self._action_loop_graphs = StaticLoop(capture=self._action_loop_graphs.capture)
+                self._graphed_weights = weights
             layers = len(cache.keys)
 
             def graphed_loop(t: list[torch.Tensor]) -> torch.Tensor:

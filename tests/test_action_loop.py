@@ -44,6 +44,24 @@ def test_static_buffer_loop_gives_the_eager_chunk_for_every_new_observation(monk
     assert len(graphed.model._action_loop_graphs) == 2  # another batch size is another graph
 
 
+@torch.no_grad()
+def test_replaced_weights_get_new_graphs(monkeypatch):
+    """A graph reads weights at fixed addresses: new weight tensors (restored fp32 masters, LoRA adapters)
+    must not replay a graph captured over the old ones."""
+    policy = make_policy(seed=3)
+    monkeypatch.setattr(policy.model, "action_loop_speedups", lambda device: (False, True))
+    policy.model._action_loop_graphs = StaticLoop(capture=False)
+    batch = observation(policy.config, batch_size=1, seed=1)
+    policy.predict_action_chunk(batch)
+    graphs = policy.model._action_loop_graphs
+    policy.predict_action_chunk(batch)
+    assert policy.model._action_loop_graphs is graphs and len(graphs) == 1  # same weights: replayed
+    weight = policy.model.action.blocks[0].attn1.to_q.weight
+    weight.data = weight.data.clone()
+    policy.predict_action_chunk(batch)
+    assert policy.model._action_loop_graphs is not graphs  # captured anew
+
+
 def _saved(tmp_path, **overrides):
     policy = make_policy(seed=6, **overrides)
     policy.save_pretrained(tmp_path)
