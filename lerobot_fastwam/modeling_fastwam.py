@@ -193,9 +193,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         switched on, the guided path too. Then check the accelerated chunk against the eager one: a failure or a
         mismatch logs a warning and leaves this policy eager. Does nothing when the loop runs eager anyway."""
         device = self.latent_mean.device
-        if (
-            not any(self.model.action_loop_speedups(device)) or self.model.mot.mask == "joint"
-        ):  # (joint: no action loop)
+        no_action_loop = self.model.mot.mask == "joint"  # Joint denoises video and actions together
+        if no_action_loop or not any(self.model.action_loop_speedups(device)):
             return
         cfg = self.config
         batch = {key: torch.zeros(1, 3, h, w, device=device) for key, (h, w) in cfg.camera_tile_sizes.items()}
