@@ -49,16 +49,6 @@ CAMERAS = ("front", "wrist")
 TASK = "pick up the cube"
 STARTUP_S = 25
 
-ROLLOUT = """
-import sys
-sys.path.insert(0, {sim!r})
-import fastwam_sim_arm
-import lerobot_fastwam
-from lerobot.scripts.lerobot_rollout import rollout
-sys.argv = ["lerobot-rollout", *{args!r}]
-rollout()
-"""
-
 CLIENT = """
 import sys, threading, time
 sys.path.insert(0, {sim!r})
@@ -124,7 +114,7 @@ def loop_rate(log: Path, duration: float) -> dict[str, float]:
     }
 
 
-def run_rollout(mode: str, checkpoint: Path, fps: int, duration: float, log: Path, execution_horizon: int) -> str:
+def run_rollout(mode: str, checkpoint: Path, fps: int, duration: float, log: Path, execution_horizon: int) -> None:
     args = [
         "--strategy.type=base",
         f"--policy.path={checkpoint}",
@@ -138,14 +128,13 @@ def run_rollout(mode: str, checkpoint: Path, fps: int, duration: float, log: Pat
     ]
     if mode == "rtc":
         args.append(f"--inference.rtc.execution_horizon={execution_horizon}")
-    code = ROLLOUT.format(sim=str(SIM), args=args)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=duration + 600)
+    command = [sys.executable, str(SIM / "run_rollout.py"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 600)
     if result.returncode != 0:
         raise RuntimeError(f"lerobot-rollout ({mode}) failed:\n{result.stderr[-3000:]}")
-    return result.stderr
 
 
-def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int, workdir: Path) -> str:
+def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int, workdir: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -185,7 +174,6 @@ def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int
             raise RuntimeError(
                 f"RobotClient failed:\n{result.stderr[-3000:]}\nserver:\n{server_log.read_text()[-3000:]}"
             )
-        return result.stderr
     finally:
         server.send_signal(signal.SIGTERM)
         try:

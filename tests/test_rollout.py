@@ -16,15 +16,6 @@ from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
 from .helpers import make_config
 
 SIM = Path(__file__).parent / "sim"
-ROLLOUT = """
-import sys
-sys.path.insert(0, {sim!r})
-import fastwam_sim_arm  # registers --robot.type=fastwam_sim_arm
-import lerobot_fastwam  # the plugin, as LeRobot's plugin discovery would import it
-from lerobot.scripts.lerobot_rollout import rollout
-sys.argv = ["lerobot-rollout", *{args!r}]
-rollout()
-"""
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +56,9 @@ def test_lerobot_rollout_drives_a_robot_with_640x480_cameras(checkpoint, tmp_pat
     ]
     if inference == "rtc":
         args.append("--inference.rtc.execution_horizon=5")
-    code = ROLLOUT.format(sim=str(SIM), args=args)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(SIM / "run_rollout.py"), *args], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     actions = [json.loads(line)["action"] for line in log.read_text().splitlines()]
     assert len(actions) >= 10, result.stderr[-2000:]
