@@ -19,7 +19,7 @@ import platform
 import statistics
 from pathlib import Path
 
-from lerobot_fastwam.demo import run as run_demo
+from lerobot_fastwam.tools.demo import run as run_demo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RESULTS = DOCS / "results.md"

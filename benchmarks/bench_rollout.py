@@ -144,7 +144,7 @@ def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int
             [
                 sys.executable,
                 "-m",
-                "lerobot_fastwam.cli",
+                "lerobot_fastwam.tools.cli",
                 "serve",
                 "--host=127.0.0.1",
                 f"--port={port}",

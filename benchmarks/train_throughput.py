@@ -35,8 +35,8 @@ VARIANTS = ("plugin_cached", "plugin_uncached", "builtin")
 def prepare(workdir: Path, config: str) -> None:
     """Synthetic dataset (once per workdir) + its Fast-WAM cache (``cache`` finishes, repairs or rebuilds a
     cache that is incomplete, damaged or stale, and returns at once for a healthy one)."""
-    from lerobot_fastwam.cli import main as fastwam_cli  # noqa: PLC0415
     from lerobot_fastwam.testing.synthetic_dataset import make_dataset  # noqa: PLC0415
+    from lerobot_fastwam.tools.cli import main as fastwam_cli  # noqa: PLC0415
 
     root = workdir / "dataset"
     if not root.exists():

@@ -2,16 +2,20 @@
 
 Importing this package makes the policy type ``fastwam`` resolve to this plugin in every LeRobot script,
 replacing the built-in ``lerobot.policies.fastwam`` (``plugin.py`` says what it changes in LeRobot and why), and
-registers the env type ``metaworld_cpu`` (``metaworld_env.py``).
+registers the env type ``metaworld_cpu`` (``sim/metaworld.py``).
+
+The folder tree is the architecture (``docs/architecture.md``): the LeRobot face at this level (config, policy,
+processors, plugin, safety, optimizer presets), then ``network/``, ``encoders/``, ``data/``, ``checkpoints/``,
+``sim/``, and the ``lerobot-fastwam`` command in ``tools/``.
 """
 
-from . import metaworld_env  # noqa: F401  (registers --env.type=metaworld_cpu; metaworld is imported lazily)
-from .configuration_fastwam import FastWAMConfig
+from .configuration_fastwam import FastWAMConfig, default_features
 from .modeling_fastwam import FastWAMPolicy
 from .plugin import install
 from .processor_fastwam import make_fastwam_pre_post_processors
+from .sim import metaworld  # noqa: F401  (registers --env.type=metaworld_cpu; imports metaworld itself lazily)
 
 install()
 
-__all__ = ["FastWAMConfig", "FastWAMPolicy", "make_fastwam_pre_post_processors"]
+__all__ = ["FastWAMConfig", "FastWAMPolicy", "default_features", "make_fastwam_pre_post_processors"]
 __version__ = "0.1.0"

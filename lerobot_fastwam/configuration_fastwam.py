@@ -16,7 +16,8 @@ from lerobot.optim import CosineDecayWithWarmupSchedulerConfig, OptimizerConfig
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
-from .camera_layout import FITS, LAYOUTS, check_crop_box, tile_sizes
+from .data.camera_layout import FITS, LAYOUTS, check_crop_box, tile_sizes
+from .optim import AdamW8bitConfig, FusedAdamWConfig
 
 WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 
@@ -437,8 +438,6 @@ class FastWAMConfig(PreTrainedConfig):
         return None
 
     def get_optimizer_preset(self) -> OptimizerConfig:
-        from .plugin import AdamW8bitConfig, FusedAdamWConfig  # noqa: PLC0415  (registered by the plugin)
-
         optimizer = AdamW8bitConfig if self.optimizer_type == "adamw_8bit" else FusedAdamWConfig
         return optimizer(
             lr=self.optimizer_lr,

@@ -3,7 +3,7 @@
 It turns LeRobot batches into the network's inputs (tiled camera frames -> VAE latents, task strings ->
 cached umT5 context, state -> context token), after checking them (``safety.py``) so that bad input fails
 with a message that names the fix; it trains (``forward``) and acts (``predict_action_chunk``,
-``select_action``). Weights come and go through ``checkpoint_io.py``, cameras through ``camera_layout.py``.
+``select_action``). Weights come and go through ``checkpoints/weights.py``, cameras through ``data/camera_layout.py``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
-from .camera_layout import current_frame, training_clip
-from .checkpoint_conversion import action_expert_from_video, read_saved_config
-from .checkpoint_io import (
+from .checkpoints.builtin_config import read_saved_config
+from .checkpoints.weights import (
+    action_expert_from_video,
     assign_weights,
     drop_frozen_encoder_keys,
     materialize_random,
@@ -30,16 +30,12 @@ from .checkpoint_io import (
     restore_fp32_masters,
 )
 from .configuration_fastwam import FastWAMConfig, check_variant_change, saved_variant
-from .frozen_encoders import (
-    LatentEncoder,
-    PromptEncoder,
-    _load_or_explain,
-    build_latent_encoder,
-    build_prompt_encoder,
-    estimate_latent_stats,
-)
-from .latent_cache import LatentCache
-from .model import FastWAM, VelocityGuidance, future_latent_padding
+from .data.camera_layout import current_frame, training_clip
+from .data.latent_cache import LatentCache
+from .data.latent_stats import estimate_latent_stats
+from .encoders.latent_encoder import LatentEncoder, build_latent_encoder, load_or_explain
+from .encoders.prompt_encoder import PromptEncoder, build_prompt_encoder
+from .network.model import FastWAM, VelocityGuidance, future_latent_padding
 from .safety import NonFiniteActionError, check_finite, check_observation, diagnose_non_finite_actions
 
 logger = logging.getLogger(__name__)
@@ -154,7 +150,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             from diffusers import WanTransformer3DModel  # noqa: PLC0415
 
             dtype = self._training_dtype(next(self.model.video.parameters()))
-            video = _load_or_explain(
+            video = load_or_explain(
                 WanTransformer3DModel.from_pretrained, cfg.pretrained_model_id, "transformer", torch_dtype=dtype
             )
             video_state = video.state_dict()
@@ -208,7 +204,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             noise = torch.randn(1, cfg.chunk_size, cfg.action_dim, device=device, generator=generator)
             future = torch.randn(latents.shape[:2] + (cfg.num_latent_frames - 1,) + latents.shape[3:], device=device)
             future = future if self.model.samples_future else None
-            with self._autocast():
+            with self.autocast():
                 context = self._context(batch, 1)
                 chunks = []
                 for eager in (False, True):
@@ -240,7 +236,7 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     @classmethod
     def _load_as_safetensor(cls, model: FastWAMPolicy, model_file: str, map_location: str, strict: bool):
-        """Strict load (``checkpoint_io``). A loaded policy runs inference in the compute dtype; frozen encoders
+        """Strict load (``checkpoints.weights``). A loaded policy runs inference in the compute dtype; frozen encoders
         keep the dtype they were built with; ``get_optim_params`` restores the fp32 masters from this file."""
         device = map_location if map_location and map_location != "mps" else "cpu"
         assign_weights(model, read_weights(model_file, device, model.config.torch_dtype), model_file)
@@ -301,7 +297,7 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------------------------------------
     # Batch -> network inputs
-    def _autocast(self):
+    def autocast(self):
         cfg_dtype = self.config.torch_dtype
         device_type = next(self.model.parameters()).device.type
         return torch.autocast(device_type, dtype=cfg_dtype, enabled=cfg_dtype != torch.float32)
@@ -393,7 +389,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         latents = self._training_latents(batch)
         frame_pad = batch.get(f"{cfg.ordered_camera_keys[0]}_is_pad")
         future_pad = None if frame_pad is None else future_latent_padding(frame_pad[:, : cfg.num_video_frames])
-        with self._autocast():
+        with self.autocast():
             context = self._context(batch, actions.shape[0])
             loss = self.model.compute_loss(
                 latents, context, actions, batch.get("action_is_pad"), future_pad, reduction=reduction
@@ -483,7 +479,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         latents = self._current_latents(batch)
         batch_size = latents.shape[0]
         keep_video = self.config.save_predicted_video
-        with self._autocast():
+        with self.autocast():
             context = self._context(batch, batch_size)
             noise = self._initial_noise(batch_size, latents.device)
             future_noise = self._future_noise(latents) if keep_video or self.model.samples_future else None
@@ -514,7 +510,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         if cfg.variant == "no_cotrain":
             logger.warning("Fast-WAM: a 'no_cotrain' policy's video expert never learned the future it imagines.")
         first = self._current_latents(batch)
-        with self._autocast():
+        with self.autocast():
             context = self._context(batch, first.shape[0])
             future = self.model.sample_future_latents(
                 first, context, self._future_noise(first), cfg.num_inference_steps

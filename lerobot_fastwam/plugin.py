@@ -12,87 +12,22 @@
    "Couldn't instantiate class".
 3. **Optimizer presets.** ``fastwam_fused_adamw`` (``FusedAdamWConfig``) and ``fastwam_adamw8bit``
    (``AdamW8bitConfig``, ``--policy.optimizer_type=adamw_8bit``) are registered with LeRobot's ``OptimizerConfig``,
-   so ``lerobot-train`` can build them and resume checkpoints that name them.
+   so ``lerobot-train`` can build them and resume checkpoints that name them. They live in ``optim.py``, which
+   registers them when ``configuration_fastwam`` imports it (the config names its optimizer preset).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 
 import draccus
 import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401  (the built-in registers first; see 1.)
-import torch
 from lerobot.configs import PreTrainedConfig
-from lerobot.optim import AdamWConfig, OptimizerConfig
 
 from .configuration_fastwam import FastWAMConfig
 
 logger = logging.getLogger(__name__)
-
-
-@OptimizerConfig.register_subclass("fastwam_fused_adamw")
-@dataclass
-class FusedAdamWConfig(AdamWConfig):
-    """LeRobot's AdamW with PyTorch's fused implementation: the same update, one kernel over all parameters
-    instead of a loop over tensors (CUDA and CPU), falling back to the multi-tensor one elsewhere."""
-
-    def build(self, params):
-        kwargs = asdict(self)
-        kwargs.pop("grad_clip_norm")
-        try:
-            return torch.optim.AdamW(params, fused=True, **kwargs)
-        except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
-            return torch.optim.AdamW(params, foreach=True, **kwargs)
-
-
-@OptimizerConfig.register_subclass("fastwam_adamw8bit")
-@dataclass
-class AdamW8bitConfig(AdamWConfig):
-    """AdamW with bitsandbytes' block-wise 8-bit moment estimates: 2 bytes of optimizer state per trained weight
-    instead of 8, which is what lets the 1 B action expert train next to a frozen 5 B video expert on a 24 GB
-    card (``lerobot-fastwam memory``). Needs ``pip install "lerobot_policy_fastwam[bnb]"``."""
-
-    def build(self, params):
-        try:
-            import bitsandbytes  # noqa: PLC0415
-        except ImportError as err:
-            raise ImportError(
-                'optimizer_type=adamw_8bit needs bitsandbytes: pip install "lerobot_policy_fastwam[bnb]" '
-                "(or use the default optimizer_type=adamw)."
-            ) from err
-
-        class AdamW8bit(bitsandbytes.optim.AdamW8bit):
-            """Its ``state_dict`` is one LeRobot can save with safetensors: tensors only (bitsandbytes keeps the
-            step count as an int) and none sharing memory (its quantisation maps are shared between weights)."""
-
-            def state_dict(self):
-                saved = super().state_dict()
-                seen: set[int] = set()
-
-                def savable(value):
-                    if isinstance(value, dict):
-                        return {k: savable(v) for k, v in value.items()}
-                    if isinstance(value, int | float):
-                        return torch.tensor(value)
-                    if torch.is_tensor(value) and value.data_ptr() in seen:
-                        return value.clone()
-                    if torch.is_tensor(value):
-                        seen.add(value.data_ptr())
-                    return value
-
-                saved["state"] = savable(saved["state"])
-                return saved
-
-            def load_state_dict(self, state_dict):
-                super().load_state_dict(state_dict)
-                for state in self.state.values():
-                    state["step"] = int(state["step"])
-
-        kwargs = asdict(self)
-        kwargs.pop("grad_clip_norm")
-        return AdamW8bit(params, **kwargs)
 
 
 def install() -> None:
@@ -118,7 +53,7 @@ def _patch_config_loading() -> None:
         return
 
     def from_pretrained(cls, pretrained_name_or_path, **kwargs):
-        from .checkpoint_conversion import load_translated_builtin_config  # noqa: PLC0415
+        from .checkpoints.builtin_config import load_translated_builtin_config  # noqa: PLC0415
 
         try:
             with load_translated_builtin_config(pretrained_name_or_path, kwargs) as path:

@@ -23,8 +23,8 @@ from lerobot.processor import (
     make_policy_processor_pipelines,
 )
 
-from .camera_layout import fit_camera
 from .configuration_fastwam import FastWAMConfig
+from .data.camera_layout import fit_camera
 from .safety import FastWAMActionGuardStep, action_range
 
 logger = logging.getLogger(__name__)

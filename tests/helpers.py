@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
 from lerobot_fastwam.configuration_fastwam import FastWAMConfig, default_features
@@ -65,3 +73,31 @@ def official_payload(builtin) -> dict:
     if builtin.model.proprio_encoder is not None:
         payload["proprio_encoder"] = {k: v.clone() for k, v in builtin.model.proprio_encoder.state_dict().items()}
     return payload
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LeRobot's own lerobot-train in a subprocess, offline
+TRAIN_TIMEOUT_S = 300
+# LeRobot logs one line per log step, e.g. "step:2 smpl:4 ep:0 epch:0.04 loss:2.576 grdn:1.374 ..."
+LOG_LINE = re.compile(r"step:(\d+) smpl:\S+ .*?\bloss:(\S+) .*?loss_video:(\S+) loss_action:(\S+)")
+
+
+def run_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    if importlib.util.find_spec("accelerate") is None:
+        pytest.fail("lerobot-train needs `accelerate`: install LeRobot's training extra, `lerobot[training]`.")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", WANDB_MODE="disabled")
+    env["HF_LEROBOT_HOME"] = str(cwd / "lerobot_home")  # nothing outside the test's tmp dir
+    cmd = [sys.executable, "-m", "lerobot.scripts.lerobot_train", *args]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
+    if result.returncode != 0:
+        log = (result.stdout + result.stderr)[-6000:]
+        pytest.fail(f"lerobot-train exited {result.returncode}\n$ {' '.join(cmd)}\n{log}")
+    return result
+
+
+def logged_steps(result: subprocess.CompletedProcess) -> dict[int, tuple[float, float, float]]:
+    """step -> (loss, loss_video, loss_action) from the training log (progress bars share the lines)."""
+    steps = {}
+    for match in LOG_LINE.finditer(result.stdout + result.stderr):
+        steps[int(match.group(1))] = tuple(float(match.group(i)) for i in (2, 3, 4))
+    return steps

@@ -8,7 +8,7 @@ builds the whole policy without a network. The substitutes keep the built-in's o
 (``WanVideoVAE38``, ``WanTextEncoder``, ``WanTokenizer``) so every call on the policy's path is the
 built-in's code; only the wrapped models are small and random.
 
-The random frozen components come from the plugin's own builders (``lerobot_fastwam.frozen_encoders``:
+The random frozen components come from the plugin's own builders (``lerobot_fastwam.encoders``:
 ``random_wan_vae``, ``random_umt5_encoder``), so a benchmark compares like with like.
 
     from lerobot_fastwam.testing.builtin_offline import build_builtin_policy
@@ -30,8 +30,9 @@ from lerobot.policies.fastwam.modeling_fastwam import FastWAMPolicy as BuiltinFa
 from lerobot.policies.fastwam.wan.adapters import WanVideoVAE38
 from lerobot.policies.fastwam.wan.components import WanTextEncoder, WanTokenizer
 
-from lerobot_fastwam.configuration_fastwam import default_features
-from lerobot_fastwam.frozen_encoders import in_memory_tokenizer, random_umt5_encoder, random_wan_vae
+from ..configuration_fastwam import default_features
+from ..encoders.latent_encoder import random_wan_vae
+from ..encoders.prompt_encoder import in_memory_tokenizer, random_umt5_encoder
 
 LATENT_CHANNELS = 48  # Wan2.2 VAE z_dim; fixed by the TI2V-5B DiT's patch embedding
 

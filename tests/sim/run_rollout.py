@@ -1,5 +1,5 @@
 """LeRobot's own ``lerobot-rollout`` with the simulated arm registered: ``python tests/sim/run_rollout.py <its
-arguments>``. Used by ``tests/test_rollout.py`` and ``benchmarks/bench_rollout.py``."""
+arguments>``. Used by ``tests/policy/test_rollout.py`` and ``benchmarks/bench_rollout.py``."""
 
 import sys
 

@@ -1,0 +1,59 @@
+"""Real-time chunking through LeRobot's own RTC module: declared the way LeRobot's rollout checks it, an error
+until configured, and a guidance that pulls a new chunk's first steps toward the previous chunk's leftover."""
+
+import pytest
+import torch
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
+from lerobot.rollout.inference.rtc import supports_rtc_inference
+
+from ..helpers import make_policy, observation
+
+DELAY = 3
+
+
+def _rtc_policy(**overrides):
+    policy = make_policy(seed=5, **overrides)
+    policy.config.rtc_config = RTCConfig(execution_horizon=10, max_guidance_weight=10.0)
+    policy.init_rtc_processor()  # what lerobot-rollout --inference.type=rtc does after loading
+    return policy
+
+
+def test_lerobot_rollout_accepts_the_policy_for_rtc():
+    assert supports_rtc_inference(make_policy())
+
+
+def test_rtc_arguments_without_rtc_configured_are_an_error_not_ignored():
+    policy = make_policy()
+    batch = observation(policy.config, batch_size=1)
+    leftover = torch.zeros(20, policy.config.action_dim)
+    with pytest.raises(ValueError, match="RTC is not configured.*--inference.type=rtc"):
+        policy.predict_action_chunk(batch, inference_delay=DELAY, prev_chunk_left_over=leftover)
+    with pytest.raises(TypeError):  # anything else is refused by the signature, never swallowed
+        policy.predict_action_chunk(batch, noise=torch.zeros(1))
+
+
+def test_rtc_pulls_the_new_chunk_toward_the_previous_chunks_leftover():
+    policy = _rtc_policy()
+    previous = policy.predict_action_chunk(observation(policy.config, batch_size=1, seed=1))
+    leftover = previous[0, policy.config.n_action_steps :]  # [T, A]: what the robot has not executed yet
+    now = observation(policy.config, batch_size=1, seed=2)  # the scene moved on meanwhile
+    plain = policy.predict_action_chunk(now)  # the first chunk of a run: no leftover, no guidance
+    guided = policy.predict_action_chunk(now, inference_delay=DELAY, prev_chunk_left_over=leftover)
+    assert torch.isfinite(guided).all()
+
+    def discontinuity(chunk):  # the steps executed while this chunk was computed must match the old plan
+        return (chunk[0, :DELAY] - leftover[:DELAY]).abs().mean().item()
+
+    assert discontinuity(guided) < 0.5 * discontinuity(plain)
+    # Guidance fades out after the execution horizon: the chunk's tail is the policy's own.
+    tail = slice(policy.config.rtc_config.execution_horizon + 2, None)
+    assert (guided[0, tail] - plain[0, tail]).abs().mean() < (guided[0, :DELAY] - plain[0, :DELAY]).abs().mean()
+
+
+def test_joint_refuses_rtc_guidance():
+    policy = _rtc_policy(variant="joint")
+    leftover = torch.zeros(20, policy.config.action_dim)
+    with pytest.raises(ValueError, match="joint sampler denoises video and actions together"):
+        policy.predict_action_chunk(
+            observation(policy.config, batch_size=1), inference_delay=2, prev_chunk_left_over=leftover
+        )
