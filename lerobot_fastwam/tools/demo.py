@@ -139,6 +139,7 @@ def record(root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int)
         "seconds": time.time() - start,
     }
     marker.write_text(json.dumps(info, indent=2))
+    normal_scheduling()  # the video encoder made this process real-time (see normal_scheduling)
     return info
 
 
@@ -157,6 +158,17 @@ def _native_stderr_to(path: Path):
             os.close(saved)
 
 
+def normal_scheduling() -> None:
+    """Put the calling process back into Linux's default time-sharing scheduling.
+
+    Run as root, LeRobot's video encoder (SVT-AV1, through PyAV) switches the recording process to real-time
+    scheduling (SCHED_FIFO, priority 99), and every process it starts inherits that: a real-time
+    ``lerobot-train`` starves the rest of the machine (a 2-core machine stopped answering for 40 minutes). The
+    demo calls this after recording and in every child before it runs (``run_logged``)."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def run_logged(command: list[str], log_path: Path, desc: str, total: int | None = None) -> float:
     """Run a LeRobot script, its output to ``log_path``, a progress bar from its own step counter."""
     from tqdm import tqdm  # noqa: PLC0415
@@ -168,7 +180,14 @@ def run_logged(command: list[str], log_path: Path, desc: str, total: int | None 
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
     with open(log_path, "w") as log, tqdm(total=total, desc=desc, unit="step") as bar:
         log.write(" ".join(command) + "\n")
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            preexec_fn=normal_scheduling,
+        )
         for line in proc.stdout:  # universal newlines: tqdm's carriage returns end lines too
             log.write(line)
             match = TQDM.search(line)

@@ -1,6 +1,9 @@
 """`lerobot-fastwam demo` end to end at CI size: record, cache, lerobot-train, lerobot-eval, probes, report."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -28,6 +31,32 @@ def test_the_env_hands_the_policy_what_the_recorder_records(tmp_path):
     recorded = item["observation.image"].permute(1, 2, 0) * 255
     assert (recorded - torch.from_numpy(obs["pixels"].copy()).float()).abs().mean() < 6
     torch.testing.assert_close(item["observation.state"], torch.from_numpy(obs["agent_pos"]).float())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the video encoder switches to real-time scheduling only as root")
+def test_the_demo_runs_its_children_in_normal_scheduling_after_recording(tmp_path):
+    """Recording as root makes the recording process real-time (SVT-AV1); the demo's training and evaluation
+    children must not inherit that. Run in a fresh interpreter so this test process stays as it is."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from lerobot_fastwam.tools import demo\n"
+        "from lerobot_fastwam.sim.metaworld import record_expert_dataset\n"
+        "out = Path(sys.argv[1])\n"
+        "record_expert_dataset(['reach-v3'], out / 'raw', 'local/raw', 1, progress=False)\n"
+        "print('encoder', os.sched_getscheduler(0))\n"
+        "demo.record(out / 'data', 'local/reach', ['reach-v3'], 1, seed=0)\n"
+        "print('after_record', os.sched_getscheduler(0))\n"
+        "os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))  # as if the recorder had left it so\n"
+        "child = [sys.executable, '-c', 'import os; print(\"child\", os.sched_getscheduler(0))']\n"
+        "demo.run_logged(child, out / 'child.log', 'child')\n"
+        "print((out / 'child.log').read_text().splitlines()[-1])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = dict(line.split() for line in result.stdout.splitlines() if line.startswith(("encoder", "after", "child")))
+    assert lines["encoder"] == str(os.SCHED_FIFO)  # what the demo has to undo
+    assert lines["after_record"] == lines["child"] == str(os.SCHED_OTHER)
 
 
 @pytest.fixture(scope="module")
