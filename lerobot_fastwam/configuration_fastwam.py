@@ -7,6 +7,7 @@ explicitly on the command line win over the preset.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,10 @@ from lerobot.utils.constants import ACTION, OBS_STATE
 from .data.camera_layout import FITS, LAYOUTS, check_crop_box, tile_sizes
 from .optim import AdamW8bitConfig, FusedAdamWConfig
 
+logger = logging.getLogger(__name__)
+
 WAN22_TI2V_5B_DIFFUSERS = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+FEW_STEPS = 4  # below this many steps, a plain flow-matching policy is warned about (num_inference_steps)
 
 # Presets resolve every architecture field the user left unset (None). "wan2.2-ti2v-5b" is the paper's model
 # and the default; the others override it.
@@ -129,6 +133,7 @@ _RANGES: dict[str, tuple[float | str, float | None]] = {
     "video_loss_weight": (0.0, None),  # resolved from the variant first when unset
     "action_loss_weight": (0.0, None),
     "num_inference_steps": (1, None),
+    "action_consistency_weight": (0.0, None),
     "action_clamp_margin": (0.0, None),
     "optimizer_lr": ("0<", None),
     "optimizer_weight_decay": (0.0, None),
@@ -210,6 +215,16 @@ class FastWAMConfig(PreTrainedConfig):
         save_predicted_video: keep each chunk's imagined video (``policy.last_predicted_latents``) for
             ``lerobot-eval``, which writes it next to its rollout videos. Costs nothing when off; when on,
             "fastwam" also denoises the future each chunk (Joint and IDM generate it anyway).
+        num_inference_steps: Euler steps of the action sampler. A checkpoint samples with the steps it saved;
+            ``--policy.num_inference_steps=N`` at evaluation overrides them. Plain flow matching
+            (``action_consistency_weight`` 0) needs about 10: one step returns the mean of the demonstrated
+            actions, which is wrong where demonstrations disagree. Trained for few steps, 1, 2, 4 or 8 keep them.
+        action_consistency_weight: weight of the few-step objective (shortcut models): a quarter of each batch
+            trains the action velocity of a whole 1-, 2-, 4- or 8-step sampler step against two half-steps of the
+            network itself, so 1-2 steps sample as well as 10. The video stream and the mask are untouched.
+            Only for the cached action samplers ("fastwam", "no_cotrain").
+        step_size_conditioning: the action expert reads the sampler's step size (a small embedding whose output
+            starts at zero). Unset: on when ``action_consistency_weight`` > 0. Recorded in the checkpoint.
         rtc_config: real-time chunking (LeRobot's ``RTCConfig``): ``lerobot-rollout --inference.type=rtc`` sets it;
             then ``predict_action_chunk(..., inference_delay=, prev_chunk_left_over=)`` guides each new chunk
             toward the unexecuted rest of the previous one. ``None``: RTC arguments are an error.
@@ -279,6 +294,10 @@ class FastWAMConfig(PreTrainedConfig):
     action_loss_weight: float = 1.0
     num_inference_steps: int = 10
     inference_seed: int | None = 42
+    # Few-step actions (flow_matching.SHORTCUT_STEP_SIZES): weight of the action self-consistency term, and
+    # whether the action expert reads the sampler's step size (None: when the weight is positive).
+    action_consistency_weight: float = 0.0
+    step_size_conditioning: bool | None = None
 
     # Deployment safety: actions leaving the post-processor are clamped to the training range (the dataset's
     # action min/max saved with the checkpoint) widened by this fraction of the range on each side; None: off.
@@ -305,6 +324,8 @@ class FastWAMConfig(PreTrainedConfig):
         self.image_size = tuple(int(v) for v in self.image_size)
         self.optimizer_betas = tuple(self.optimizer_betas)
         self._resolve_variant()
+        if self.step_size_conditioning is None:
+            self.step_size_conditioning = self.action_consistency_weight > 0
         for name, (low, high) in _RANGES.items():
             _check_range(name, getattr(self, name), low, high)
         self._check_variant()
@@ -316,6 +337,24 @@ class FastWAMConfig(PreTrainedConfig):
             raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size}).")
         if not all(0 <= beta < 1 for beta in self.optimizer_betas):
             raise ValueError(f"optimizer_betas must each be in [0, 1), got {self.optimizer_betas}.")
+        if self.action_consistency_weight > 0 and not self.step_size_conditioning:
+            raise ValueError(
+                "action_consistency_weight > 0 trains step sizes the action expert must read: leave "
+                "step_size_conditioning unset or set it to true."
+            )
+        if self.action_consistency_weight > 0 and self.variant not in ("fastwam", "no_cotrain"):
+            raise ValueError(
+                f"action_consistency_weight > 0 trains the cached action sampler of 'fastwam' and 'no_cotrain'; "
+                f"variant {self.variant!r} samples its actions with the video. Set action_consistency_weight=0."
+            )
+        if self.num_inference_steps < FEW_STEPS and not self.step_size_conditioning:
+            logger.warning(
+                "Fast-WAM: num_inference_steps=%d on a plain flow-matching policy (action_consistency_weight=0): "
+                "so few Euler steps return about the mean of the demonstrated actions, which fails where "
+                "demonstrations disagree (expect a higher action loss than at 10 steps). Train with "
+                "--policy.action_consistency_weight=1 for few-step sampling, or sample with 10 steps.",
+                self.num_inference_steps,
+            )
         if self.video_loss_weight == 0 and self.action_loss_weight == 0:
             raise ValueError("video_loss_weight and action_loss_weight are both 0: nothing would be trained.")
         if (self.num_video_frames - 1) % VAE_TEMPORAL_COMPRESSION != 0 or self.num_video_frames < 1:

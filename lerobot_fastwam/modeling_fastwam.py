@@ -33,9 +33,11 @@ from .configuration_fastwam import FastWAMConfig, check_variant_change, saved_va
 from .data.camera_layout import current_frame, training_clip
 from .data.latent_cache import LatentCache
 from .data.latent_stats import estimate_latent_stats
-from .encoders.latent_encoder import LatentEncoder, build_latent_encoder, load_or_explain
+from .encoders.frozen import load_or_explain
+from .encoders.latent_encoder import LatentEncoder, build_latent_encoder
 from .encoders.prompt_encoder import PromptEncoder, build_prompt_encoder
 from .network.model import FastWAM, VelocityGuidance, future_latent_padding
+from .rtc import rtc_guidance
 from .safety import NonFiniteActionError, check_finite, check_observation, diagnose_non_finite_actions
 
 logger = logging.getLogger(__name__)
@@ -394,7 +396,10 @@ class FastWAMPolicy(PreTrainedPolicy):
             loss = self.model.compute_loss(
                 latents, context, actions, batch.get("action_is_pad"), future_pad, reduction=reduction
             )
-        return loss.total, {"loss_video": float(loss.video.mean()), "loss_action": float(loss.action.mean())}
+        logged = {"loss_video": float(loss.video.mean()), "loss_action": float(loss.action.mean())}
+        if loss.consistency is not None:
+            logged["loss_consistency"] = float(loss.consistency.mean())
+        return loss.total, logged
 
     # ------------------------------------------------------------------------------------------------
     # Inference
@@ -438,19 +443,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             )
         if not enabled or prev_chunk_left_over is None:
             return None
-        previous = prev_chunk_left_over.float()
-
-        def guidance(x_t: Tensor, velocity_fn, noise_level: float) -> Tensor:
-            return self.rtc_processor.denoise_step(
-                x_t=x_t,
-                prev_chunk_left_over=previous.to(x_t.device),
-                inference_delay=inference_delay or 0,
-                time=noise_level,
-                original_denoise_step_partial=velocity_fn,
-                execution_horizon=execution_horizon,
-            )
-
-        return guidance
+        return rtc_guidance(self.rtc_processor, prev_chunk_left_over, inference_delay or 0, execution_horizon)
 
     @torch.no_grad()
     def predict_action_chunk(

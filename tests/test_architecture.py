@@ -12,7 +12,7 @@ PACKAGE = Path(lerobot_fastwam.__file__).parent
 
 # A part is a sub-package or a top-level module. A part may import only parts of a lower layer.
 LAYERS = [
-    {"safety", "optim", "encoders", "sim"},  # leaves: import nothing of the package
+    {"safety", "optim", "rtc", "encoders", "sim"},  # leaves: import nothing of the package
     {"data"},  # camera tiling, latent statistics, the latent cache: encoders, safety
     {"configuration_fastwam"},  # the config every part below the face is built from
     {"network"},

@@ -118,7 +118,8 @@ def drop_frozen_encoder_keys(module: nn.Module, state_dict: dict, prefix: str, l
         del state_dict[key]
 
 
-ACTION_ONLY_PREFIXES = ("action_in.", "action_out.")
+# The action expert's own layers, which no video weight initialises (the step-size embedding starts at zero).
+ACTION_ONLY_PREFIXES = ("action_in.", "action_out.", "step_size_embedder.")
 
 
 def resize_linear(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

@@ -2,14 +2,16 @@
 
 Same layer count, heads and head dim as the video expert (so both can share one attention per layer), but its
 own width (1024 in the paper) and FFN. One token per action step, 1D RoPE over the full head dim, one scalar
-timestep per sample driving adaLN, its own text projection and cross-attention.
+timestep per sample driving adaLN, its own text projection and cross-attention. With
+``step_size_conditioning`` the sampler's step size is added to the timestep embedding (few-step sampling,
+``flow_matching.SHORTCUT_STEP_SIZES``).
 """
 
 from __future__ import annotations
 
 import torch
 from diffusers.models.attention import FeedForward
-from diffusers.models.embeddings import get_1d_rotary_pos_embed
+from diffusers.models.embeddings import Timesteps, get_1d_rotary_pos_embed
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import (
     WanAttention,
@@ -49,6 +51,33 @@ class ActionTransformerBlock(RunsInside, WanTransformerBlock):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
 
+class ZeroInitLinear(nn.Linear):
+    """A linear layer that starts at zero, also when materialised from the meta device (``reset_parameters``):
+    a new conditioning input adds nothing until training teaches it something."""
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+class StepSizeEmbedding(nn.Module):
+    """The sampler's step size ``d`` (0: the instantaneous velocity) -> an addition to the timestep embedding,
+    on the timestep's scale (``d * num_train_timesteps``). Its output layer starts at zero, so a network that
+    gains it samples exactly as before until the self-consistency term trains it."""
+
+    def __init__(self, freq_dim: int, hidden_dim: int, num_train_timesteps: int):
+        super().__init__()
+        self.num_train_timesteps = num_train_timesteps
+        self.proj = Timesteps(freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.linear_1 = nn.Linear(freq_dim, hidden_dim)
+        self.act = nn.SiLU()
+        self.linear_2 = ZeroInitLinear(hidden_dim, hidden_dim)
+
+    def forward(self, step_size: torch.Tensor) -> torch.Tensor:
+        features = self.proj(step_size * self.num_train_timesteps).to(self.linear_1.weight.dtype)
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
 class ActionExpert(nn.Module):
     """The action expert. ``max_actions``: the longest chunk its RoPE table covers (positions 0..max_actions-1)."""
 
@@ -64,6 +93,8 @@ class ActionExpert(nn.Module):
         text_dim: int,
         freq_dim: int,
         max_actions: int,
+        step_size_conditioning: bool = False,
+        num_train_timesteps: int = 1000,
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -78,6 +109,9 @@ class ActionExpert(nn.Module):
             ]
         )
         self.action_out = nn.Linear(hidden_dim, action_dim)
+        self.step_size_embedder = (
+            StepSizeEmbedding(freq_dim, hidden_dim, num_train_timesteps) if step_size_conditioning else None
+        )
         # 1D RoPE over the full head dim, theta 10000. Computed, not learned: built on the CPU (a real table also
         # when the weights are created on the meta device) and moved with the module.
         with torch.device("cpu"):
@@ -90,11 +124,18 @@ class ActionExpert(nn.Module):
         """Complex RoPE rotations ``[1, num_actions, 1, head_dim / 2]`` for positions 0..num_actions-1."""
         return self.rope_freqs[None, :num_actions, None]
 
-    def embed_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
-        """adaLN input ``[B, 1, 6, hidden]`` from one timestep per sample (one modulation group)."""
+    def embed_timestep(self, timestep: torch.Tensor, step_size: torch.Tensor | None = None) -> torch.Tensor:
+        """adaLN input ``[B, 1, 6, hidden]`` from one timestep per sample (one modulation group) and, with
+        step-size conditioning, the sampler's step size per sample (``None``: 0, the instantaneous velocity)."""
         emb = self.condition_embedder
         t = emb.timesteps_proj(timestep).to(emb.time_embedder.linear_1.weight.dtype)
         temb = emb.time_embedder(t)
+        if self.step_size_embedder is not None:
+            if step_size is None:
+                step_size = torch.zeros_like(timestep)
+            temb = temb + self.step_size_embedder(step_size.to(timestep.device).expand_as(timestep))
+        elif step_size is not None:
+            raise ValueError("This action expert has no step-size conditioning (action_consistency_weight was 0).")
         return emb.time_proj(emb.act_fn(temb)).unflatten(1, (6, -1)).unsqueeze(1)
 
     def embed_context(self, context: torch.Tensor) -> torch.Tensor:

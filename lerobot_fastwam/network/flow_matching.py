@@ -6,6 +6,12 @@ with ``u ~ U(0, 1)``; sampling walks the same shift warp of ``linspace(1, 0, ste
 Both follow the official Fast-WAM code and LeRobot's built-in ``WanContinuousFlowMatchScheduler``
 (``sample_training_t``; ``build_inference_schedule``, i.e. Wan2.2's ``get_sampling_sigmas``).
 
+Few-step sampling (shortcut models, Frans et al. 2024): with ``action_consistency_weight > 0`` the action expert
+is also conditioned on the step size ``d``, a fraction of the uniform grid that the shift warp maps to noise
+levels (one step: ``d = 1``, from level 1 to 0). ``d = 0`` is the instantaneous velocity, trained by flow
+matching as before; a step of size ``d`` in ``SHORTCUT_STEP_SIZES`` is trained to land where two steps of size
+``d / 2`` of the same network land (``FastWAM.compute_loss``), so a chunk can be sampled in 1, 2, 4 or 8 steps.
+
 Why not diffusers' ``FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=5)``: its defaults give
 other values (pinned by tests/network/test_cached_inference.py and tests/network/test_training.py).
 
@@ -68,3 +74,27 @@ class TimestepLossWeight:
 def inference_noise_levels(num_steps: int, shift: float) -> torch.Tensor:
     """Noise levels ``[num_steps + 1]`` from 1 to 0: the shift warp of ``linspace(1, 0, num_steps + 1)``."""
     return shift_warp(torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64), shift).float()
+
+
+# Step sizes (fractions of the uniform grid) the self-consistency term trains: 1, 2, 4 and 8 steps a chunk.
+# Half of the smallest is below the grid: its two half-steps take the instantaneous velocity (d = 0).
+SHORTCUT_STEP_SIZES = (1.0, 0.5, 0.25, 0.125)
+CONSISTENCY_FRACTION = 0.25  # of each batch trained on the self-consistency target instead of flow matching
+
+
+def sample_shortcut_steps(count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` training steps for the self-consistency term: (step size ``d`` [count], start ``u`` [count]),
+    ``d`` uniform over ``SHORTCUT_STEP_SIZES`` and ``u`` uniform over the multiples of ``d`` in (0, 1], so that
+    training visits exactly the steps a ``1 / d``-step sampler takes (the start of one step is level ``warp(u)``,
+    its end ``warp(u - d)``)."""
+    sizes = torch.tensor(SHORTCUT_STEP_SIZES, device=device)
+    step = sizes[torch.randint(len(sizes), (count,), device=device)]
+    steps_per_chunk = (1.0 / step).round()
+    start = (torch.floor(torch.rand(count, device=device) * steps_per_chunk) + 1.0) * step
+    return step, start
+
+
+def shortcut_step_size(num_steps: int) -> float:
+    """The step size a ``num_steps``-step sampler conditions on: ``1 / num_steps`` where the self-consistency term
+    trained it, else 0 (the instantaneous velocity, which plain flow matching trains: many small steps)."""
+    return 1.0 / num_steps if 1.0 / num_steps in SHORTCUT_STEP_SIZES else 0.0

@@ -11,6 +11,10 @@ conditioning copy) and its sampler (``sample``):
 - ``joint``: denoise the future video and the actions together (``sample_joint``);
 - ``idm``: denoise the future video first (``sample_future_latents``), then the actions over it
   (``sample_actions`` with ``future``).
+
+Few-step actions (``action_consistency_weight > 0``): the action expert also learns the velocity of a whole step
+of a given size, trained to agree with two half-steps of itself (``compute_loss``, ``_consistency_target``), so
+``sample_actions`` can take 1, 2, 4 or 8 steps (``flow_matching.shortcut_step_size``).
 """
 
 from __future__ import annotations
@@ -26,10 +30,15 @@ from .action_expert import ActionExpert
 from .action_graph import StaticLoop
 from .attention import resolve_backend
 from .flow_matching import (
+    CONSISTENCY_FRACTION,
+    SHORTCUT_STEP_SIZES,
     TimestepLossWeight,
     add_noise,
     inference_noise_levels,
     sample_noise_levels,
+    sample_shortcut_steps,
+    shift_warp,
+    shortcut_step_size,
     velocity_target,
 )
 from .mot import ExpertStream, MixtureOfTransformers, VideoCache
@@ -44,11 +53,14 @@ class CoTrainingLoss:
 
     total: torch.Tensor  # video_loss_weight * video + action_loss_weight * action: [] ("mean") or [B] ("none")
     video: torch.Tensor  # [B] video flow-matching loss per sample (timestep-weighted), detached
-    action: torch.Tensor  # [B] action flow-matching loss per sample (timestep-weighted), detached
+    action: torch.Tensor  # [B] action loss per sample as optimised (flow matching, timestep-weighted; the
+    # self-consistency subset: its weighted consistency error), detached
+    consistency: torch.Tensor | None = None  # [n] unweighted self-consistency error of the subset, detached
 
 
-# (x_t, velocity_fn, noise_level) -> the velocity to step with: a hook on the action sampler's Euler steps.
-VelocityGuidance = Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float], torch.Tensor]
+# (x_t, velocity_fn, noise_level, next_noise_level) -> the velocity to step with: a hook on the action sampler's
+# Euler steps, which step from noise_level to next_noise_level.
+VelocityGuidance = Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], float, float], torch.Tensor]
 
 IDM_CONDITION_NOISE_PROB = 0.5  # official code (FastWAMIDM.video_cond_noise_prob); reference section 3
 
@@ -86,6 +98,8 @@ class FastWAM(nn.Module):
                 text_dim=config.text_dim,
                 freq_dim=config.freq_dim,
                 max_actions=max(config.chunk_size, 1024),
+                step_size_conditioning=config.step_size_conditioning,
+                num_train_timesteps=config.num_train_timesteps,
             )
             # Proprioception enters as one extra context token that both experts cross-attend to.
             self.state_encoder = None if state_dim is None else nn.Linear(state_dim, config.text_dim)
@@ -122,11 +136,11 @@ class FastWAM(nn.Module):
         emb = embed_video(self.video, latents, frame_timesteps, context)
         return ExpertStream(emb.tokens, emb.modulation, emb.rope, emb.context), emb
 
-    def _action_stream(self, noisy_actions, timesteps, context) -> ExpertStream:
+    def _action_stream(self, noisy_actions, timesteps, context, step_sizes=None) -> ExpertStream:
         weight = self.action.action_in.weight
         return ExpertStream(
             self.action.action_in(noisy_actions.to(weight.dtype)),
-            self.action.embed_timestep(timesteps),
+            self.action.embed_timestep(timesteps, step_sizes),
             self.action.rope(noisy_actions.shape[1]),
             self.action.embed_context(context.to(weight.dtype)),
         )
@@ -144,12 +158,14 @@ class FastWAM(nn.Module):
         noisy_actions: torch.Tensor,
         action_timesteps: torch.Tensor,
         condition: tuple[torch.Tensor, torch.Tensor] | None = None,
+        action_step_sizes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint masked forward over all latent frames and the action chunk -> (video, action) velocities.
 
         ``condition``: IDM only (and required there), the conditioning copy of the video that the actions read,
         as (latents ``[B, C, F, h, w]``, per-frame timesteps ``[B, F]``). It runs through the video expert behind
-        the noisy video, with the same positions; its output is not scored.
+        the noisy video, with the same positions; its output is not scored. ``action_step_sizes`` ``[B]``: the
+        step size each action velocity is for (step-size conditioning only; ``None``: 0, the instantaneous one).
         """
         if (condition is not None) != (self.mot.mask == "idm"):
             raise ValueError(f"The conditioning video is IDM's and only IDM's input (this model: {self.mot.mask!r}).")
@@ -162,7 +178,7 @@ class FastWAM(nn.Module):
                 torch.cat([video.rope, cond.rope], dim=1),  # the same positions: the same video
                 video.context,
             )
-        action = self._action_stream(noisy_actions, action_timesteps, context)
+        action = self._action_stream(noisy_actions, action_timesteps, context, action_step_sizes)
         tokens_per_frame = emb.tokens.shape[1] // latents.shape[2]
         xv, xa = self.mot.joint(video, action, first_frame_len=tokens_per_frame)
         xv = xv[:, : emb.tokens.shape[1]]  # the noisy video's tokens (IDM: not the conditioning copy's)
@@ -185,6 +201,13 @@ class FastWAM(nn.Module):
         action draws come first so that a run without video co-training (``video_loss_weight=0``, which draws
         a smaller video noise) gets the same action loss for the same seed. IDM then draws its conditioning
         copy (``_conditioning_video``); the other variants draw nothing more.
+
+        With ``action_consistency_weight > 0`` the first quarter of the batch (``CONSISTENCY_FRACTION``) is
+        trained on self-consistency instead of flow matching: each sample gets a step size ``d`` and a start on
+        the ``1 / d``-step sampler's grid (``sample_shortcut_steps``, drawn last), and the action velocity
+        conditioned on ``d`` is scored against where two ``d / 2`` steps of the network itself, without
+        gradient, land (``_consistency_target``), times ``action_consistency_weight``. With weight 0 nothing of
+        this runs and the loss is what it was.
 
         Args:
             latents: clean video latents ``[B, C, F, h, w]``; frame 0 stays clean (t=0) and is not scored.
@@ -209,25 +232,82 @@ class FastWAM(nn.Module):
         noisy_video = add_noise(latents, noise_video, s_video)
         noisy_video[:, :, 0] = latents[:, :, 0]
         frame_t = self._frame_timesteps(s_video, batch, frames)
-        action_t = s_action * cfg.num_train_timesteps
         condition = self._conditioning_video(latents) if self.mot.mask == "idm" else None
+        target = velocity_target(actions, noise_action).float()
+        step_sizes, consistent = None, 0
+        if cfg.action_consistency_weight > 0:
+            consistent = max(1, round(batch * CONSISTENCY_FRACTION))
+            step, start = sample_shortcut_steps(consistent, latents.device)
+            s_action = torch.cat([shift_warp(start, cfg.timestep_shift), s_action[consistent:]])
+            step_sizes = torch.cat([step, step.new_zeros(batch - consistent)])
+            noisy = add_noise(actions[:consistent], noise_action[:consistent], s_action[:consistent])
+            shortcut = self._consistency_target(latents[:consistent, :, :1], context[:consistent], noisy, start, step)
+            target = torch.cat([shortcut, target[consistent:]])
+        elif self.action.step_size_embedder is not None:
+            step_sizes = torch.zeros_like(s_action)  # fine-tuning a few-step network with flow matching alone
+        action_t = s_action * cfg.num_train_timesteps
         pred_video, pred_action = self.velocity(
-            noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t, condition
+            noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t, condition, step_sizes
         )
 
         video_err = (pred_video.float() - velocity_target(latents, noise_video)).pow(2).mean(dim=(1, 3, 4))[:, 1:]
-        action_err = (pred_action.float() - velocity_target(actions, noise_action).float()).pow(2).mean(dim=2)
+        action_err = (pred_action.float() - target).pow(2).mean(dim=2)
         video_loss = _masked_mean(video_err, future_frame_is_pad) if frames > 1 else video_err.new_zeros(batch)
         action_loss = _masked_mean(action_err, action_is_pad)
+        consistency = action_loss[:consistent].detach() if consistent else None
         if cfg.timestep_loss_weighting:
             video_loss = video_loss * self.loss_weight(frame_t[:, -1])
-            action_loss = action_loss * self.loss_weight(action_t)
+        action_weight = self.loss_weight(action_t) if cfg.timestep_loss_weighting else None
+        if consistent:  # the self-consistency subset is weighted by its own weight, not by its timestep
+            flow_weight = action_loss.new_ones(batch) if action_weight is None else action_weight
+            shortcut_weight = action_loss.new_full((consistent,), cfg.action_consistency_weight)
+            action_weight = torch.cat([shortcut_weight, flow_weight[consistent:]])
+        if action_weight is not None:
+            action_loss = action_loss * action_weight
         total = cfg.video_loss_weight * video_loss + cfg.action_loss_weight * action_loss
         return CoTrainingLoss(
             total=total.mean() if reduction == "mean" else total,
             video=video_loss.detach(),
             action=action_loss.detach(),
+            consistency=consistency,
         )
+
+    @torch.no_grad()
+    def _consistency_target(
+        self,
+        first_frame_latents: torch.Tensor,
+        context: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        start: torch.Tensor,
+        step: torch.Tensor,
+    ) -> torch.Tensor:
+        """The self-consistency target of one sampler step of size ``step`` from grid point ``start`` (both
+        ``[n]``, fractions of the uniform grid): the velocity that lands where two steps of size ``step / 2`` of
+        the network itself land, without gradient, through the cached action path the sampler runs (the
+        actions read only the clean first frame). Below the smallest trained size, a half-step takes the
+        instantaneous velocity (step size 0)."""
+        cfg = self.config
+        half = step / 2
+        half = torch.where(half >= min(SHORTCUT_STEP_SIZES), half, torch.zeros_like(half))
+        levels = [shift_warp(start - k * step / 2, cfg.timestep_shift).view(-1, 1, 1) for k in range(3)]
+        cache, rope = self._action_cache(first_frame_latents, context, noisy_actions.shape[1])
+        x = noisy_actions.float()
+        for k in range(2):
+            inputs = self.action.embed_timestep(levels[k].flatten() * cfg.num_train_timesteps, half)
+            modulations = self.mot.action_modulations(inputs[None])[0]
+            x = x + (levels[k + 1] - levels[k]) * self.action_velocity(x, modulations, rope, cache).float()
+        return (x - noisy_actions.float()) / (levels[2] - levels[0])
+
+    def _action_cache(
+        self, latents: torch.Tensor, context: torch.Tensor, horizon: int
+    ) -> tuple[VideoCache, torch.Tensor]:
+        """The cached video that the action steps of a chunk read (``MixtureOfTransformers.prefill_video`` over
+        the clean ``latents`` at t=0), and the action RoPE table."""
+        batch, frames = latents.shape[0], latents.shape[2]
+        video, emb = self._video_stream(latents, latents.new_zeros(batch, frames), context)
+        action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
+        cache = self.mot.prefill_video(video, emb.tokens.shape[1] // frames, action_context, num_actions=horizon)
+        return cache, self.action.rope(horizon)
 
     def _frame_timesteps(self, levels: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
         """Per-frame timesteps ``[B, frames]``: every frame at its sample's noise level (``levels`` ``[B]`` or one
@@ -297,8 +377,8 @@ class FastWAM(nn.Module):
         generated future latents ``[B, C, F - 1, h, w]``, all at t=0 (the official ``FastWAMIDM.infer_joint``).
         Everything that is constant within the chunk is computed once before the loop: the video's per-layer
         keys/values, the action expert's cross-attention keys/values, RoPE tables and the adaLN modulation of
-        every step. ``guidance(x_t, velocity_fn, noise_level)`` may replace each step's velocity (real-time
-        chunking: ``modeling_fastwam`` passes LeRobot's ``RTCProcessor.denoise_step``).
+        every step. ``guidance(x_t, velocity_fn, noise_level, next_noise_level)`` may replace each step's velocity
+        (real-time chunking: ``modeling_fastwam`` passes LeRobot's ``RTCProcessor.denoise_step``).
         """
         if (future is not None) != (self.mot.mask == "idm"):
             raise ValueError(f"Only IDM's actions read a generated future (this model: {self.mot.mask!r}).")
@@ -307,16 +387,14 @@ class FastWAM(nn.Module):
         latents = first_frame_latents
         if future is not None:
             latents = torch.cat([first_frame_latents.float(), future.float()], dim=2)
-        frames = latents.shape[2]
-        video, emb = self._video_stream(latents, latents.new_zeros(batch, frames), context)
-        action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
-        first_frame_len = emb.tokens.shape[1] // frames
-        cache = self.mot.prefill_video(video, first_frame_len, action_context, num_actions=horizon)
-        rope = self.action.rope(horizon)
+        cache, rope = self._action_cache(latents, context, horizon)
 
         levels = inference_noise_levels(num_steps, cfg.timestep_shift)  # on the CPU: no sync inside a graph
         step_timesteps = (levels[:-1] * cfg.num_train_timesteps).to(noise.device).repeat_interleave(batch)
-        step_inputs = self.action.embed_timestep(step_timesteps).unflatten(0, (num_steps, batch))
+        step_size = None
+        if self.action.step_size_embedder is not None:  # few-step sampling: each step's own size
+            step_size = torch.tensor(shortcut_step_size(num_steps), device=noise.device)
+        step_inputs = self.action.embed_timestep(step_timesteps, step_size).unflatten(0, (num_steps, batch))
         modulations = self.mot.action_modulations(step_inputs)
         levels = levels.tolist()
 
@@ -355,7 +433,7 @@ class FastWAM(nn.Module):
             def velocity(x_t: torch.Tensor, step: int = step) -> torch.Tensor:
                 return self.action_velocity(x_t, modulations[step], rope, cache).float()
 
-            v = velocity(x) if guidance is None else guidance(x, velocity, levels[step])
+            v = velocity(x) if guidance is None else guidance(x, velocity, levels[step], levels[step + 1])
             x = x + (levels[step + 1] - levels[step]) * v
         return x
 

@@ -245,8 +245,9 @@ def fastwam_policy_args(args) -> list[str]:
     ]
 
 
-def evaluate(args, checkpoint: Path, out: Path, log: Path) -> dict[str, Any]:
-    """``lerobot-eval`` on ``metaworld_cpu`` with fixed seeds; returns success overall and per task."""
+def evaluate(args, checkpoint: Path, out: Path, log: Path, policy_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``lerobot-eval`` on ``metaworld_cpu`` with fixed seeds; returns success overall and per task.
+    ``policy_args``: ``--policy.*`` overrides of the checkpoint's config (e.g. ``--policy.num_inference_steps=1``)."""
     if out.exists():
         shutil.rmtree(out)
     command = [
@@ -261,6 +262,7 @@ def evaluate(args, checkpoint: Path, out: Path, log: Path) -> dict[str, Any]:
         "--eval.use_async_envs=false",
         f"--seed={args.seed}",
         f"--output_dir={out}",
+        *policy_args,
     ]
     seconds = run_logged(command, log, f"lerobot-eval {checkpoint.parent.parent.parent.name}")
     info = json.loads((out / "eval_info.json").read_text())
@@ -282,12 +284,15 @@ def probe(loaded, args, heldout: Path, data: Path) -> dict[str, Any]:
     import torch  # noqa: PLC0415
     from lerobot.datasets import LeRobotDatasetMetadata  # noqa: PLC0415
 
-    from .policy_probes import probe_frames, probe_policy  # noqa: PLC0415
+    from .policy_probes import chunk_latency, probe_frames, probe_policy  # noqa: PLC0415
 
     policy, pre, post = loaded
     batch = probe_frames(heldout, _repo_id(args.tasks) + "_heldout", args.probe_frames, PROBE_HORIZON)
     mean_action = torch.as_tensor(LeRobotDatasetMetadata(_repo_id(args.tasks), root=data).stats["action"]["mean"])
-    return probe_policy(policy, pre, post, batch, mean_action, PROBE_HORIZON)
+    return {
+        **probe_policy(policy, pre, post, batch, mean_action, PROBE_HORIZON),
+        "chunk_ms": chunk_latency(policy, pre, batch),
+    }
 
 
 def future_strip(loaded, heldout: Path, repo_id: str, path: Path) -> None:
@@ -465,6 +470,8 @@ def run(argv: list[str]) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "eval_seconds": evaluation["eval_seconds"],
         "image_dependence": probes["image_dependence"],
+        "num_inference_steps": loaded[0].config.num_inference_steps,
+        "chunk_ms": probes["chunk_ms"],
         "probes": probes,
         "mean_action_mse": probes["mean_action_mse"],
         "video_loss_weight": args.video_loss_weight,
@@ -494,15 +501,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Data: {report['dataset_episodes']} scripted episodes ({report['dataset_frames']} frames) in "
         f"`{report['dataset_root']}`. Evaluation: `lerobot-eval --env.type=metaworld_cpu`, "
-        f"{report['n_eval_episodes']} episodes, seeds from {report['seed']}.",
+        f"{report['n_eval_episodes']} episodes, seeds from {report['seed']}; Fast-WAM samples each chunk in "
+        f"{report['num_inference_steps']} step{'s' * (report['num_inference_steps'] > 1)}. Chunk ms: median "
+        "time of one predict_action_chunk at batch 1 on this machine.",
         "",
-        "| policy | train steps | train s | success | image dependence | chunk MSE | mean-action MSE |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | train steps | train s | success | image dependence | chunk MSE | mean-action MSE | chunk ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, result, probes in rows:
         lines.append(
             f"| {name} | {result['train_steps']} | {result['train_seconds']:.0f} | {result['success_rate']:.0%} | "
-            f"{probes['image_dependence']:.2f} | {probes['policy_mse']:.4f} | {probes['mean_action_mse']:.4f} |"
+            f"{probes['image_dependence']:.2f} | {probes['policy_mse']:.4f} | {probes['mean_action_mse']:.4f} | "
+            f"{probes['chunk_ms']:.1f} |"
         )
     if len(report["per_task_success"]) > 1:
         lines += ["", "| task | success |", "|---|---|"]

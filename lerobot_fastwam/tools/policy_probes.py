@@ -5,6 +5,7 @@
   the whole observation (images, state) is replaced. About 0 means a policy acts on the state alone.
 - ``chunk_errors``: mean squared error of the predicted chunk against the recorded actions, next to the
   error of always predicting the dataset's mean action (what a policy that ignores its input would score).
+- ``chunk_latency``: the median time of one ``predict_action_chunk`` at batch 1, as a robot waits for it.
 
 Both run the checkpoint's own pre/post-processors, so they see what ``lerobot-eval`` sees.
 """
@@ -122,3 +123,20 @@ def chunk_errors(batch: dict[str, Any], predicted: torch.Tensor, mean_action: to
         return float(err[valid].mean())
 
     return {"policy_mse": mse(predicted), "mean_action_mse": mse(mean_action.float().expand_as(target))}
+
+
+@torch.no_grad()
+def chunk_latency(policy, pre, batch: dict[str, Any], repeats: int = 20, warmup: int = 3) -> float:
+    """Median milliseconds of ``predict_action_chunk`` on the first observation of ``batch`` (preprocessed once,
+    as a robot loop preprocesses each frame before the policy)."""
+    import time  # noqa: PLC0415
+
+    observation = pre({k: (v[:1] if isinstance(v, torch.Tensor | list) else v) for k, v in _observation(batch).items()})
+    times = []
+    for i in range(warmup + repeats):
+        policy.reset()
+        start = time.perf_counter()
+        policy.predict_action_chunk(observation)
+        if i >= warmup:
+            times.append(1000 * (time.perf_counter() - start))
+    return float(torch.tensor(times).median())

@@ -26,13 +26,22 @@ def test_speedups_default_to_cuda_only():
         make_policy(cuda_graph=True).model.action_loop_speedups(torch.device("cpu"))
 
 
-@pytest.mark.parametrize("variant", ["fastwam", "idm"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{"variant": "fastwam"}, {"variant": "idm"}, {"action_consistency_weight": 1.0, "num_inference_steps": 1}],
+    ids=["fastwam", "idm", "one-step"],
+)
 @torch.no_grad()
-def test_static_buffer_loop_gives_the_eager_chunk_for_every_new_observation(monkeypatch, variant):
+def test_static_buffer_loop_gives_the_eager_chunk_for_every_new_observation(monkeypatch, overrides):
     """The graph path without the capture itself (CPU): each chunk's inputs are copied into the same static
-    buffers, so a second chunk that repeated the first one's would mean a stale buffer."""
-    eager = make_policy(seed=3, variant=variant)
-    graphed = make_policy(seed=3, variant=variant)
+    buffers, so a second chunk that repeated the first one's would mean a stale buffer. One-step: the step-size
+    embedding (given weights, as after training) enters the graph through the step modulations."""
+    eager = make_policy(seed=3, **overrides)
+    graphed = make_policy(seed=3, **overrides)
+    for policy in (eager, graphed):
+        if policy.model.action.step_size_embedder is not None:
+            torch.manual_seed(4)
+            policy.model.action.step_size_embedder.linear_2.weight.normal_(0, 0.3)
     graphed.model._action_loop_graphs = StaticLoop(capture=False)
     monkeypatch.setattr(graphed.model, "action_loop_speedups", lambda device: (False, True))
     first, second = observation(eager.config, batch_size=1, seed=1), observation(eager.config, batch_size=1, seed=2)

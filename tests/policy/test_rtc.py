@@ -57,3 +57,24 @@ def test_joint_refuses_rtc_guidance():
         policy.predict_action_chunk(
             observation(policy.config, batch_size=1), inference_delay=2, prev_chunk_left_over=leftover
         )
+
+
+@pytest.mark.parametrize("time", [1.0, 0.9, 0.5, 0.2, 0.0])
+def test_the_few_step_gain_cap_uses_lerobots_guidance_weight(time):
+    """``rtc_guidance_weight`` is the weight LeRobot's ``denoise_step`` applies: with a zero velocity the one-step
+    estimate is x itself, so the guided velocity is -weight x (leftover - x) on the guided prefix."""
+    from lerobot_fastwam.rtc import rtc_guidance_weight
+
+    policy = _rtc_policy()
+    x = torch.randn(1, 8, 3)
+    leftover = torch.randn(1, 8, 3)
+    guided = policy.rtc_processor.denoise_step(
+        x_t=x,
+        prev_chunk_left_over=leftover,
+        inference_delay=2,
+        time=time,
+        original_denoise_step_partial=lambda z: torch.zeros_like(z),
+        execution_horizon=4,
+    )
+    expected = -rtc_guidance_weight(time, policy.config.rtc_config.max_guidance_weight) * (leftover - x)
+    torch.testing.assert_close(guided[0, :2], expected[0, :2])

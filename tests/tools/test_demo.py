@@ -61,7 +61,8 @@ def test_the_demo_runs_its_children_in_normal_scheduling_after_recording(tmp_pat
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One CI-sized demo: 8 scripted episodes, 250 training steps, 2 evaluation episodes (about 3 minutes)."""
+    """One CI-sized demo: 8 scripted episodes, 250 training steps, 2 evaluation episodes (about 3 minutes),
+    trained with the few-step objective and sampling each chunk in one step."""
     out = tmp_path_factory.mktemp("demo") / "run"
     main(
         [
@@ -84,6 +85,8 @@ def demo_run(tmp_path_factory):
             "150",
             "--probe-frames",
             "48",
+            "--policy.action_consistency_weight=1",
+            "--policy.num_inference_steps=1",
         ]
     )
     return out, json.loads((out / "report.json").read_text())
@@ -101,6 +104,8 @@ def test_demo_runs_end_to_end_and_writes_the_report(demo_run):
     assert report["checkpoint"] == str(checkpoint) and (checkpoint / "model.safetensors").exists()
     config = json.loads((checkpoint / "config.json").read_text())
     assert config["video_codec"] == "dct" and len(config["latent_mean"]) == 48  # data statistics saved
+    assert config["num_inference_steps"] == 1 and config["step_size_conditioning"] is True
+    assert report["num_inference_steps"] == 1 and report["chunk_ms"] > 0
     assert json.loads((out / "eval" / "eval_info.json").read_text())["overall"]["n_episodes"] == 2
     for name in ("report.md", "training_curve.png", "future_strip.png", "eval_episode.mp4"):
         assert (out / name).stat().st_size > 0, name
