@@ -19,6 +19,8 @@ import platform
 import statistics
 from pathlib import Path
 
+from results_block import write_block
+
 from lerobot_fastwam.tools.demo import run as run_demo
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -78,7 +80,6 @@ def _mean_spread(values: list[float], fmt: str) -> str:
 
 def write_table(args, reports, demo_args) -> None:
     lines = [
-        BEGIN,
         f"Command: `python benchmarks/ablation.py --tasks {args.tasks} --weights {args.weights} --seeds ...`"
         + (f" with `{' '.join(demo_args)}`" if demo_args else "")
         + "; every run kept in `docs/ablation_runs/` is in the table, one success value per seed under 'per seed'.",
@@ -97,15 +98,7 @@ def write_table(args, reports, demo_args) -> None:
             f"{_mean_spread([r['image_dependence'] for r in runs], '.2f')} | "
             f"{_mean_spread([r['probes']['policy_mse'] for r in runs], '.4f')} |"
         )
-    lines.append(END)
-    text = args.results.read_text() if args.results.exists() else ""
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text + "\n" + block + "\n"
-    args.results.write_text(text)
-    print(block)
+    print(write_block(args.results, BEGIN, END, lines, "## Video co-training vs none"))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import platform
 import types
 from pathlib import Path
 
+from results_block import write_block
+
 from lerobot_fastwam.tools.demo import evaluate
 from lerobot_fastwam.tools.demo import run as run_demo
 
@@ -98,7 +100,6 @@ def write_table() -> None:
         groups.setdefault(key, {})[run["num_inference_steps"]] = run
     all_steps = sorted({run["num_inference_steps"] for run in runs})
     lines = [
-        BEGIN,
         "Command: `python benchmarks/few_step.py --tasks <task> --weights 0,1 --steps "
         + ",".join(map(str, all_steps))
         + "`; each row is one trained checkpoint (`lerobot-fastwam demo`, 1000 steps), evaluated by `lerobot-eval`"
@@ -114,15 +115,7 @@ def write_table() -> None:
         cells = [f"{100 * by_steps[n]['success_rate']:.0f}%" if n in by_steps else "" for n in all_steps]
         dependence = next(iter(by_steps.values()))["image_dependence"]
         lines.append(f"| {task} | {weight:g} | {seed} | " + " | ".join(cells) + f" | {dependence:.2f} |")
-    lines.append(END)
-    text = RESULTS.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text + "\n## Few-step actions: success at 1, 2, 4 and 10 steps\n\n" + block + "\n"
-    RESULTS.write_text(text)
-    print(block)
+    print(write_block(RESULTS, BEGIN, END, lines, "## Few-step actions: success at 1, 2, 4 and 10 steps"))
 
 
 if __name__ == "__main__":

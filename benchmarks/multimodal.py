@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_block import write_block
 
 from lerobot_fastwam import FastWAMConfig, FastWAMPolicy, default_features
 from lerobot_fastwam.testing.bimodal import mode_statistics, sample_chunks, train_bimodal
@@ -76,7 +77,6 @@ def main() -> None:
 def write_table() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("multimodal_c*.json"))]
     lines = [
-        BEGIN,
         "Command: `python benchmarks/multimodal.py --weights 0,4 --train-steps 1600` (CPU, one thread); 256 chunks "
         "per row from fresh noise; 'on a mode': within 0.2 RMS of +1 or -1; '+1 share': nearer +1 (0.5 is balanced).",
         "",
@@ -90,15 +90,7 @@ def write_table() -> None:
             f"{100 * s['near_mode']:.0f}%, {s['plus_fraction']:.2f}" for s in (run["by_steps"][str(n)] for n in STEPS)
         ]
         lines.append(f"| {run['action_consistency_weight']:g} | {run['train_steps']} | " + " | ".join(cells) + " |")
-    lines.append(END)
-    text = RESULTS.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text + "\n## Few-step actions: the multimodal check\n\n" + block + "\n"
-    RESULTS.write_text(text)
-    print(block)
+    print(write_block(RESULTS, BEGIN, END, lines, "## Few-step actions: the multimodal check"))
 
 
 if __name__ == "__main__":
