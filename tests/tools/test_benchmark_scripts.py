@@ -22,3 +22,13 @@ def test_gpu_benchmark_runs_on_cpu_and_its_recipes_freeze_what_they_say(tmp_path
     assert 0 < trained["lora"] < trained["full"]
     text = output.read_text()
     assert "| frozen-video-8bit | 1 |" in text and "python benchmarks/bench_gpu.py --device cpu" in text
+
+
+def test_few_step_benchmark_times_each_step_count_against_the_builtin(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("bench_few_step", None)
+    import bench_few_step
+
+    medians = bench_few_step.main(["--num-layers", "1", "--batch-sizes", "1", "--iters", "1", "--warmup", "0"])
+    assert set(medians[1]) == {"plugin 1", "plugin 2", "plugin 10", "built-in 10"}
+    assert all(value > 0 for value in medians[1].values())
