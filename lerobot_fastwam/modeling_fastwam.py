@@ -206,7 +206,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             noise = torch.randn(1, cfg.chunk_size, cfg.action_dim, device=device, generator=generator)
             future = torch.randn(latents.shape[:2] + (cfg.num_latent_frames - 1,) + latents.shape[3:], device=device)
             future = future if self.model.samples_future else None
-            with self.autocast():
+            with self._autocast():
                 context = self._context(batch, 1)
                 chunks = []
                 for eager in (False, True):
@@ -299,7 +299,7 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     # ------------------------------------------------------------------------------------------------
     # Batch -> network inputs
-    def autocast(self):
+    def _autocast(self):
         cfg_dtype = self.config.torch_dtype
         device_type = next(self.model.parameters()).device.type
         return torch.autocast(device_type, dtype=cfg_dtype, enabled=cfg_dtype != torch.float32)
@@ -391,7 +391,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         latents = self._training_latents(batch)
         frame_pad = batch.get(f"{cfg.ordered_camera_keys[0]}_is_pad")
         future_pad = None if frame_pad is None else future_latent_padding(frame_pad[:, : cfg.num_video_frames])
-        with self.autocast():
+        with self._autocast():
             context = self._context(batch, actions.shape[0])
             loss = self.model.compute_loss(
                 latents, context, actions, batch.get("action_is_pad"), future_pad, reduction=reduction
@@ -472,7 +472,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         latents = self._current_latents(batch)
         batch_size = latents.shape[0]
         keep_video = self.config.save_predicted_video
-        with self.autocast():
+        with self._autocast():
             context = self._context(batch, batch_size)
             noise = self._initial_noise(batch_size, latents.device)
             future_noise = self._future_noise(latents) if keep_video or self.model.samples_future else None
@@ -503,7 +503,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         if cfg.variant == "no_cotrain":
             logger.warning("Fast-WAM: a 'no_cotrain' policy's video expert never learned the future it imagines.")
         first = self._current_latents(batch)
-        with self.autocast():
+        with self._autocast():
             context = self._context(batch, first.shape[0])
             future = self.model.sample_future_latents(
                 first, context, self._future_noise(first), cfg.num_inference_steps
