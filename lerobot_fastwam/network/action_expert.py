@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 from diffusers.models.attention import FeedForward
-from diffusers.models.embeddings import Timesteps, get_1d_rotary_pos_embed
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_1d_rotary_pos_embed
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import (
     WanAttention,
@@ -60,22 +60,20 @@ class ZeroInitLinear(nn.Linear):
         nn.init.zeros_(self.bias)
 
 
-class StepSizeEmbedding(nn.Module):
-    """The sampler's step size ``d`` (0: the instantaneous velocity) -> an addition to the timestep embedding,
-    on the timestep's scale (``d * num_train_timesteps``). Its output layer starts at zero, so a network that
-    gains it samples exactly as before until the self-consistency term trains it."""
+class StepSizeEmbedding(TimestepEmbedding):
+    """The sampler's step size ``d`` (0: the instantaneous velocity) -> an addition to the timestep embedding:
+    diffusers' ``TimestepEmbedding`` over the sinusoidal features of ``d`` on the timestep's scale
+    (``d * num_train_timesteps``), its output layer starting at zero, so a network that gains it samples exactly
+    as before until the self-consistency term trains it."""
 
     def __init__(self, freq_dim: int, hidden_dim: int, num_train_timesteps: int):
-        super().__init__()
+        super().__init__(freq_dim, hidden_dim)
+        self.linear_2 = ZeroInitLinear(hidden_dim, hidden_dim)
         self.num_train_timesteps = num_train_timesteps
         self.proj = Timesteps(freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.linear_1 = nn.Linear(freq_dim, hidden_dim)
-        self.act = nn.SiLU()
-        self.linear_2 = ZeroInitLinear(hidden_dim, hidden_dim)
 
     def forward(self, step_size: torch.Tensor) -> torch.Tensor:
-        features = self.proj(step_size * self.num_train_timesteps).to(self.linear_1.weight.dtype)
-        return self.linear_2(self.act(self.linear_1(features)))
+        return super().forward(self.proj(step_size * self.num_train_timesteps).to(self.linear_1.weight.dtype))
 
 
 class ActionExpert(nn.Module):

@@ -243,8 +243,6 @@ class FastWAM(nn.Module):
             noisy = add_noise(actions[:consistent], noise_action[:consistent], s_action[:consistent])
             shortcut = self._consistency_target(latents[:consistent, :, :1], context[:consistent], noisy, start, step)
             target = torch.cat([shortcut, target[consistent:]])
-        elif self.action.step_size_embedder is not None:
-            step_sizes = torch.zeros_like(s_action)  # fine-tuning a few-step network with flow matching alone
         action_t = s_action * cfg.num_train_timesteps
         pred_video, pred_action = self.velocity(
             noisy_video, frame_t, context, add_noise(actions, noise_action, s_action), action_t, condition, step_sizes
