@@ -21,41 +21,18 @@ from pathlib import Path
 
 import torch
 from bench_policy import (
-    ACTION_DIM,
     CHUNK_SIZE,
-    MODEL_VIDEO_FRAMES,
-    STATE_DIM,
-    VIDEO_FRAME_STRIDE,
     arch_spec,
     build_builtin,
+    build_plugin,
     environment,
     inference_batch,
     time_calls,
 )
 
-from lerobot_fastwam import FastWAMConfig, FastWAMPolicy, default_features
-
 CAMERAS = 2
 PLUGIN_STEPS = (1, 2, 10)
 BUILTIN_STEPS = 10
-
-
-def build_plugin(spec: dict) -> FastWAMPolicy:
-    inputs, outputs = default_features(ACTION_DIM, STATE_DIM, spec["image_size"], CAMERAS)
-    config = FastWAMConfig(
-        preset="wan2.2-ti2v-5b",
-        num_layers=spec["num_layers"],
-        input_features=inputs,
-        output_features=outputs,
-        device="cpu",
-        dtype="float32",
-        chunk_size=CHUNK_SIZE,
-        num_video_frames=MODEL_VIDEO_FRAMES,
-        video_frame_stride=VIDEO_FRAME_STRIDE,
-        use_pretrained_wan=False,
-        action_consistency_weight=1.0,  # a few-step policy: its step-size embedding runs too
-    )
-    return FastWAMPolicy(config).eval()
 
 
 def chunk_call(policy, batch: dict, steps: int | None = None):
@@ -79,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     spec = {**arch_spec("5b"), "num_layers": args.num_layers}
     torch.manual_seed(0)
-    plugin = build_plugin(spec)
+    # A few-step policy: its step-size embedding runs too.
+    plugin = build_plugin("5b", spec, CAMERAS, "cpu", "float32", 10, action_consistency_weight=1.0).eval()
     builtin = build_builtin(spec, CAMERAS, "cpu", "float32", BUILTIN_STEPS).eval()
     single = inference_batch(spec, CAMERAS, "cpu", seed=0)
     medians: dict[int, dict[str, float]] = {}

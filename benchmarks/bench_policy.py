@@ -103,11 +103,13 @@ def arch_spec(name: str) -> dict[str, Any]:
 
 
 def build_plugin(
-    name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int, action_loop: str = "eager"
+    name: str, spec: dict, cameras: int, device: str, dtype: str, steps: int, action_loop: str = "eager", **overrides
 ) -> FastWAMPolicy:
+    """The plugin at ``spec`` (its preset's numbers, ``num_layers`` as the spec says); ``overrides``: other fields."""
     inputs, outputs = default_features(ACTION_DIM, STATE_DIM, spec["image_size"], cameras)
     config = FastWAMConfig(
         preset=CONFIGS[name],
+        num_layers=spec["num_layers"],
         input_features=inputs,
         output_features=outputs,
         device=device,
@@ -119,6 +121,7 @@ def build_plugin(
         use_pretrained_wan=False,  # random weights and random frozen encoders: no download
         compile_action_step=action_loop in ("compiled", "cuda-graph"),
         cuda_graph=action_loop == "cuda-graph",
+        **overrides,
     )
     for key, value in spec.items():
         got = tuple(getattr(config, key)) if key == "image_size" else getattr(config, key)
