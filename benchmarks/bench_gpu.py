@@ -4,7 +4,9 @@ memory per training recipe, at the paper's size by default (random weights: no d
 - **Action chunk** (``--loops``): ``predict_action_chunk`` at batch 1, network in the compute dtype as a loaded
   checkpoint holds it, after ``FastWAMPolicy.warm_up`` (the load-time compile / capture, timed separately):
   ``eager``, ``compiled`` (``compile_action_step``) and ``cuda-graph`` (compiled and the Euler loop replayed as
-  one CUDA graph: the default on CUDA). Median of ``--iters``; peak memory of the inference.
+  one CUDA graph: the default on CUDA), at each of ``--steps`` denoising steps (below 4 steps the policy is
+  a few-step one, ``action_consistency_weight=1``, as a user would train it). Median of ``--iters``; peak
+  memory of the inference.
 - **Training step** (``--recipes``): forward + backward + grad clip + the policy's optimizer step at
   ``--batch-size``, from cached latents and text contexts (the VAE and umT5 are not loaded, as with
   ``lerobot-fastwam cache``), median of ``--train-iters``; peak memory from the first step on (optimizer state
@@ -40,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import lerobot_fastwam  # noqa: E402,F401  (registers the plugin's optimizer presets)
-from lerobot_fastwam.configuration_fastwam import PRESETS, FastWAMConfig, default_features  # noqa: E402
+from lerobot_fastwam.configuration_fastwam import FEW_STEPS, PRESETS, FastWAMConfig, default_features  # noqa: E402
 from lerobot_fastwam.modeling_fastwam import LATENTS_KEY, TEXT_CONTEXT_KEY, FastWAMPolicy  # noqa: E402
 
 ACTION_DIM = STATE_DIM = 14  # ALOHA-sized, the largest robot in examples/robot_recipes.md
@@ -139,9 +141,12 @@ def time_calls(fn: Callable[[], object], device: str, warmup: int, iters: int) -
     return statistics.median(times) * 1e3
 
 
-def bench_loop(args, loop: str) -> dict:
+def bench_loop(args, loop: str, steps: int) -> dict:
     compile_step, graph = LOOPS[loop]
-    policy = build(args, compile_action_step=compile_step, cuda_graph=graph).eval()
+    few_step = {"action_consistency_weight": 1.0} if steps < FEW_STEPS else {}
+    policy = build(
+        args, compile_action_step=compile_step, cuda_graph=graph, num_inference_steps=steps, **few_step
+    ).eval()
     to_compute_dtype(policy)
     free(args.device)
     obs = observation(policy.config, args.device)
@@ -152,7 +157,7 @@ def bench_loop(args, loop: str) -> dict:
     if policy.model.eager_action_loop:
         raise RuntimeError(f"the {loop} action loop fell back to eager at warm-up: see the warning above")
     ms = time_calls(lambda: policy.predict_action_chunk(obs), args.device, args.warmup, args.iters)
-    return {"loop": loop, "chunk_ms": ms, "warm_up_s": warm, "peak_gib": peak_gib(args.device)}
+    return {"loop": loop, "steps": steps, "chunk_ms": ms, "warm_up_s": warm, "peak_gib": peak_gib(args.device)}
 
 
 def bench_recipe(args, recipe: str) -> dict:
@@ -216,11 +221,12 @@ def report(args, loops: list[dict], recipes: list[dict], command: str) -> str:
     ]
     if loops:
         lines += [
-            "| action loop | chunk at batch 1 (ms) | load-time warm-up (s) | peak memory (GiB) |",
-            "|---|---:|---:|---:|",
+            "| action loop | steps | chunk at batch 1 (ms) | load-time warm-up (s) | peak memory (GiB) |",
+            "|---|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {r['loop']} | {r['chunk_ms']:.1f} | {r['warm_up_s']:.1f} | {fmt(r['peak_gib'], '.2f')} |" for r in loops
+            f"| {r['loop']} | {r['steps']} | {r['chunk_ms']:.1f} | {r['warm_up_s']:.1f} | {fmt(r['peak_gib'], '.2f')} |"
+            for r in loops
         ]
         lines.append("")
     if recipes:
@@ -242,6 +248,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser.add_argument("--preset", default="wan2.2-ti2v-5b", choices=["wan2.2-ti2v-5b", "small", "tiny"])
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--loops", nargs="*", default=list(LOOPS), choices=list(LOOPS))
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 1], help="denoising steps per chunk")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument(
@@ -261,9 +268,10 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
 
     loops = []
     for loop in args.loops:
-        loops.append(bench_loop(args, loop))
-        free(args.device)
-        print(loops[-1], flush=True)
+        for steps in args.steps:
+            loops.append(bench_loop(args, loop, steps))
+            free(args.device)
+            print(loops[-1], flush=True)
     recipes = []
     for recipe in args.recipes:
         recipes.append(bench_recipe(args, recipe))

@@ -36,15 +36,19 @@ def main() -> None:
     parser.add_argument("--tasks", default="button-press-topdown-v3")
     parser.add_argument("--weights", default="0,1", help="action_consistency_weight values to compare")
     parser.add_argument("--steps", default="1,2,4,10", help="num_inference_steps to evaluate")
+    parser.add_argument(
+        "--expert", default="scripted", help="the demo's --expert (around-wall: the bimodal reach-wall-v3 task)"
+    )
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("outputs/few_step"))
     args, demo_args = parser.parse_known_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     for task in args.tasks.split(","):
+        label = task if args.expert == "scripted" else f"{task}+{args.expert}"  # the table's task column
         for weight in (float(w) for w in args.weights.split(",")):
-            name = f"{task}_c{weight:g}_s{args.seed}"
-            out = args.output / task / f"c{weight:g}_s{args.seed}"
+            name = f"{label}_c{weight:g}_s{args.seed}"
+            out = args.output / label / f"c{weight:g}_s{args.seed}"
             for steps in (int(n) for n in args.steps.split(",")):
                 kept = RUNS / f"{name}_n{steps}.json"
                 if kept.exists():
@@ -53,7 +57,8 @@ def main() -> None:
                 if not report_file.exists():
                     run_demo(
                         [
-                            *("--task", task, "--output", str(out), "--data", str(args.output / task / "data")),
+                            *("--task", task, "--output", str(out), "--data", str(args.output / label / "data")),
+                            f"--expert={args.expert}",
                             *("--seed", str(args.seed), "--eval-episodes", str(args.eval_episodes)),
                             f"--policy.action_consistency_weight={weight:g}",
                             *demo_args,
@@ -77,7 +82,7 @@ def main() -> None:
                 kept.write_text(
                     json.dumps(
                         {
-                            "task": task,
+                            "task": label,
                             "action_consistency_weight": weight,
                             "seed": args.seed,
                             "num_inference_steps": steps,

@@ -320,9 +320,10 @@ class FastWAMPolicy(PreTrainedPolicy):
         clip = training_clip(batch, self.config, self.config.num_video_frames)
         return self.normalize_latents(self.latent_encoder(clip))
 
-    def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
+    def _prompts(self, batch: dict[str, Any], batch_size: int) -> tuple[str, ...] | None:
+        """Each row's task string, or None when the batch brings its text context precomputed."""
         if TEXT_CONTEXT_KEY in batch:
-            return batch[TEXT_CONTEXT_KEY]
+            return None
         task = batch.get("task")
         if task is None:
             raise ValueError(
@@ -330,7 +331,13 @@ class FastWAMPolicy(PreTrainedPolicy):
                 "dataset task, `--task`/`--dataset.single_task` in lerobot-rollout, or precompute "
                 f"`{TEXT_CONTEXT_KEY}`."
             )
-        tasks = [task] * batch_size if isinstance(task, str) else list(task)
+        return (task,) * batch_size if isinstance(task, str) else tuple(task)
+
+    def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
+        tasks = self._prompts(batch, batch_size)
+        if tasks is None:
+            return batch[TEXT_CONTEXT_KEY]
+        tasks = list(tasks)
         if self._latent_cache is not None and self.training:
             device = next(self.model.parameters()).device
             return self._latent_cache.text_context(tasks).to(device, non_blocking=True)
@@ -477,7 +484,8 @@ class FastWAMPolicy(PreTrainedPolicy):
             noise = self._initial_noise(batch_size, latents.device)
             future_noise = self._future_noise(latents) if keep_video or self.model.samples_future else None
             steps = self.config.num_inference_steps
-            actions, future = self.model.sample(latents, context, noise, steps, future_noise, guidance)
+            prompts = self._prompts(batch, batch_size)
+            actions, future = self.model.sample(latents, context, noise, steps, future_noise, guidance, prompts)
             actions = actions.float()
         if keep_video:
             self.last_predicted_latents = torch.cat([latents.float(), future.float()], dim=2).cpu()

@@ -41,7 +41,7 @@ from .flow_matching import (
     shortcut_step_size,
     velocity_target,
 )
-from .mot import ExpertStream, MixtureOfTransformers, VideoCache
+from .mot import ContextKV, ExpertStream, MixtureOfTransformers, VideoCache
 from .video_expert import VideoEmbedding, build_video_expert, embed_video, unembed_video
 
 LOSS_REDUCTIONS = ("mean", "none")
@@ -114,6 +114,7 @@ class FastWAM(nn.Module):
         self._action_loop_graphs = StaticLoop()
         self._graphed_weights: tuple = ()  # which weight tensors the graphs read (see sample_actions)
         self.eager_action_loop = False  # True: neither compile nor CUDA graph (the warm-up's reference run)
+        self._prompt_kv: tuple[tuple, ContextKV] | None = None  # (key, keys/values) of the last prompts' text
         self.loss_weight = TimestepLossWeight(config.num_train_timesteps, config.timestep_shift)
 
     @property
@@ -297,15 +298,47 @@ class FastWAM(nn.Module):
         return (x - noisy_actions.float()) / (levels[2] - levels[0])
 
     def _action_cache(
-        self, latents: torch.Tensor, context: torch.Tensor, horizon: int
+        self, latents: torch.Tensor, context: torch.Tensor, horizon: int, prompts: tuple[str, ...] | None = None
     ) -> tuple[VideoCache, torch.Tensor]:
         """The cached video that the action steps of a chunk read (``MixtureOfTransformers.prefill_video`` over
-        the clean ``latents`` at t=0), and the action RoPE table."""
+        the clean ``latents`` at t=0), and the action RoPE table. ``prompts``: the task string of each row when
+        ``context``'s text came from the prompt encoder; the text's keys/values are then reused across chunks
+        (``_prompt_context_kv``) and only the state token's are computed."""
         batch, frames = latents.shape[0], latents.shape[2]
-        video, emb = self._video_stream(latents, latents.new_zeros(batch, frames), context)
-        action_context = self.action.embed_context(context.to(self.action.action_in.weight.dtype))
-        cache = self.mot.prefill_video(video, emb.tokens.shape[1] // frames, action_context, num_actions=horizon)
+        text_len = context.shape[1] - (self.state_encoder is not None)
+        fresh = context if prompts is None else context[:, text_len:]
+        video, emb = self._video_stream(latents, latents.new_zeros(batch, frames), fresh)
+        kv = self.mot.context_kv(emb.context, self.action.embed_context(fresh.to(self.action.action_in.weight.dtype)))
+        if prompts is not None:
+            kv = self._prompt_context_kv(prompts, context[:, :text_len]).cat(kv)
+        cache = self.mot.prefill_video(video, emb.tokens.shape[1] // frames, kv, num_actions=horizon)
         return cache, self.action.rope(horizon)
+
+    def _prompt_context_kv(self, prompts: tuple[str, ...], text: torch.Tensor) -> ContextKV:
+        """Both experts' cross-attention keys/values over the text context ``[B, L, text_dim]`` of ``prompts``.
+
+        A robot runs one instruction for many chunks, and these were 12% of a one-step chunk at the paper's
+        widths (batch 4, CPU). They are computed once per distinct prompt and kept for the last chunk's prompts
+        (one prompt: about 190 MB at the paper's 30 layers in fp32), and computed anew when the prompts, the
+        dtype or autocast, or any weight (``_version``: optimiser steps and loads count) changes.
+        """
+        unique = list(dict.fromkeys(prompts))
+        key = (
+            tuple(unique),
+            text.dtype,
+            text.device,
+            torch.is_autocast_enabled(text.device.type),
+            tuple((p.data_ptr(), p._version) for p in self.parameters()),
+        )
+        kept = self._prompt_kv  # read once: another thread may replace it
+        if kept is None or kept[0] != key:
+            rows = text[[prompts.index(p) for p in unique]]
+            video_text = self.video.condition_embedder.text_embedder(rows.to(self.video.patch_embedding.weight.dtype))
+            action_text = self.action.embed_context(rows.to(self.action.action_in.weight.dtype))
+            kept = self._prompt_kv = (key, self.mot.context_kv(video_text, action_text))
+        if len(unique) == 1:
+            return kept[1].rows(None, len(prompts))
+        return kept[1].rows(torch.tensor([unique.index(p) for p in prompts], device=text.device), len(prompts))
 
     def _frame_timesteps(self, levels: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
         """Per-frame timesteps ``[B, frames]``: every frame at its sample's noise level (``levels`` ``[B]`` or one
@@ -335,12 +368,13 @@ class FastWAM(nn.Module):
         num_steps: int,
         future_noise: torch.Tensor | None = None,
         guidance: VelocityGuidance | None = None,
+        prompts: tuple[str, ...] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """This variant's sampler -> (actions ``[B, H, A]``, future latents ``[B, C, F - 1, h, w]`` or None).
 
         ``fastwam`` / ``no_cotrain``: the cached action sampler; the future is imagined only when ``future_noise``
         is given (the actions never read it). ``joint``: video and actions denoised together. ``idm``: the video
-        first, then the actions over it. Joint and IDM need ``future_noise``.
+        first, then the actions over it. Joint and IDM need ``future_noise``. ``prompts``: see ``sample_actions``.
         """
         mask = self.mot.mask
         if mask != "fastwam" and future_noise is None:
@@ -356,7 +390,7 @@ class FastWAM(nn.Module):
         if future_noise is not None:
             future = self.sample_future_latents(first_frame_latents, context, future_noise, num_steps)
         condition = future if mask == "idm" else None
-        actions = self.sample_actions(first_frame_latents, context, noise, num_steps, condition, guidance)
+        actions = self.sample_actions(first_frame_latents, context, noise, num_steps, condition, guidance, prompts)
         return actions, future
 
     @torch.no_grad()
@@ -368,6 +402,7 @@ class FastWAM(nn.Module):
         num_steps: int,
         future: torch.Tensor | None = None,
         guidance: VelocityGuidance | None = None,
+        prompts: tuple[str, ...] | None = None,
     ) -> torch.Tensor:
         """Cached inference: prefill the clean video the actions read once, then Euler-integrate the actions.
 
@@ -376,7 +411,9 @@ class FastWAM(nn.Module):
         Everything that is constant within the chunk is computed once before the loop: the video's per-layer
         keys/values, the action expert's cross-attention keys/values, RoPE tables and the adaLN modulation of
         every step. ``guidance(x_t, velocity_fn, noise_level, next_noise_level)`` may replace each step's velocity
-        (real-time chunking: ``modeling_fastwam`` passes LeRobot's ``RTCProcessor.denoise_step``).
+        (real-time chunking: ``modeling_fastwam`` passes LeRobot's ``RTCProcessor.denoise_step``). ``prompts``:
+        each row's task string when the text context came from the prompt encoder; the text's keys/values are
+        then kept from chunk to chunk (``_prompt_context_kv``).
         """
         if (future is not None) != (self.mot.mask == "idm"):
             raise ValueError(f"Only IDM's actions read a generated future (this model: {self.mot.mask!r}).")
@@ -385,7 +422,7 @@ class FastWAM(nn.Module):
         latents = first_frame_latents
         if future is not None:
             latents = torch.cat([first_frame_latents.float(), future.float()], dim=2)
-        cache, rope = self._action_cache(latents, context, horizon)
+        cache, rope = self._action_cache(latents, context, horizon, prompts)
 
         levels = inference_noise_levels(num_steps, cfg.timestep_shift)  # on the CPU: no sync inside a graph
         step_timesteps = (levels[:-1] * cfg.num_train_timesteps).to(noise.device).repeat_interleave(batch)

@@ -9,7 +9,8 @@ frame for video, one group for all action tokens), read through ``AdaLNModulatio
 Three entry points:
 - ``joint``: training (and the reference for tests, and the Joint variant's sampler), video and actions together.
 - ``prefill_video``: inference, the clean video the actions read, alone (Fast-WAM: the first frame; IDM: the
-  first frame and the generated future); returns each layer's keys/values.
+  first frame and the generated future); returns each layer's keys/values. The cross-attention keys/values of
+  the text (+ state) context come from ``context_kv``, token by token, so a prompt's can be kept across chunks.
 - ``action_layers``: inference, one denoising step's pass of the action expert's layers over the cached
   video keys/values; returns the final action tokens (``FastWAM.action_velocity`` adds the input and
   output projections).
@@ -142,6 +143,36 @@ class ExpertStream:
 
 
 @dataclass
+class ContextKV:
+    """Cross-attention keys/values ``[B, L, H, D]`` over the context, per layer: the video expert's (all layers
+    but the last, whose cross-attention nothing reads at inference) and the action expert's.
+
+    Every operation that makes them (text projection, ``to_k``/``norm_k``/``to_v``) acts on each token alone,
+    so the keys/values of a concatenated context are the concatenation of its parts' (``cat``).
+    """
+
+    video: list[tuple[torch.Tensor, torch.Tensor]]
+    action: list[tuple[torch.Tensor, torch.Tensor]]
+
+    def rows(self, index: torch.Tensor | None, batch: int) -> ContextKV:
+        """Batch rows ``index`` of every tensor; ``None``: the one row expanded to ``batch`` without a copy."""
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t.expand(batch, *t.shape[1:]) if index is None else t[index]
+
+        return ContextKV(*([(pick(k), pick(v)) for k, v in kvs] for kvs in (self.video, self.action)))
+
+    def cat(self, other: ContextKV) -> ContextKV:
+        """The keys/values of this context followed by ``other``'s tokens."""
+        return ContextKV(
+            *(
+                [(torch.cat([k, k2], 1), torch.cat([v, v2], 1)) for (k, v), (k2, v2) in zip(a, b, strict=True)]
+                for a, b in ((self.video, other.video), (self.action, other.action))
+            )
+        )
+
+
+@dataclass
 class VideoCache:
     """Per-layer state that stays fixed while the actions of one chunk are denoised.
 
@@ -261,12 +292,18 @@ class MixtureOfTransformers(nn.Module):
         return xv, xa
 
     @torch.no_grad()
+    def context_kv(self, video_context: torch.Tensor, action_context: torch.Tensor) -> ContextKV:
+        """Both experts' cross-attention keys/values over their projected contexts ``[B, L, dim]``."""
+        return ContextKV(
+            [cross_attention_kv(block, video_context) for block in self.video.blocks[:-1]],
+            [cross_attention_kv(block, action_context) for block in self.action.blocks],
+        )
+
     def prefill_video(
-        self, video: ExpertStream, first_frame_len: int, action_context: torch.Tensor, num_actions: int
+        self, video: ExpertStream, first_frame_len: int, context_kv: ContextKV, num_actions: int
     ) -> VideoCache:
-        """Run the video expert once over the clean video the actions read and keep each layer's keys/values,
-        and compute the action expert's cross-attention keys/values over ``action_context`` (its projected
-        context).
+        """Run the video expert once over the clean video the actions read and keep each layer's keys/values.
+        ``context_kv``: both experts' cross-attention keys/values (``context_kv``); ``video.context`` is unused.
 
         ``"fastwam"``: the video is the first frame alone; it attends only to itself, so these keys/values are
         exactly those of training. ``"idm"``: the video is the conditioning copy (first frame and generated
@@ -293,11 +330,8 @@ class MixtureOfTransformers(nn.Module):
             values.append(value_buffer)
             if index < self.num_layers - 1:
                 out, _ = mot_attention((q, k, v), None, first_frame_len, "fastwam", self.attention_backend)
-                x = finish_block(
-                    block, x, out.type_as(x), mod, cross_attention_kv(block, video.context), self.attention_backend
-                )
-        context_kv = [cross_attention_kv(block, action_context) for block in self.action.blocks]
-        return VideoCache(length, keys, values, context_kv)
+                x = finish_block(block, x, out.type_as(x), mod, context_kv.video[index], self.attention_backend)
+        return VideoCache(length, keys, values, context_kv.action)
 
     @torch.no_grad()
     def action_modulations(self, step_inputs: torch.Tensor) -> torch.Tensor:

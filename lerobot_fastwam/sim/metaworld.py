@@ -27,6 +27,7 @@ from lerobot.envs.configs import EnvConfig
 from lerobot.envs.configs import MetaworldEnv as MetaworldEnvConfig
 
 ENV_TYPE = "metaworld_cpu"
+EXPERTS = ("scripted", "around-wall")
 if sys.platform.startswith("linux"):  # headless software or GPU rendering; set MUJOCO_GL yourself to choose
     os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -88,6 +89,42 @@ def _env_class():
     return CPUMetaworldEnv
 
 
+class AroundWallExpert:
+    """A bimodal expert for ``reach-wall-v3``: it goes around the wall on the left or on the right, 50/50.
+
+    Meta-World's own expert lifts the hand over the wall, so all its demonstrations agree. This one drops the
+    hand below the wall's top in front of the wall's middle, then passes the wall on a side drawn per episode:
+    from that point the two modes are mirror images (x velocity +1 or -1), and their average (no sideways motion,
+    then forward into the wall) never succeeds. That makes it the test of whether a policy samples a mode or
+    averages them. Like the scripted experts it is a function of the state, so it recovers from any position.
+    """
+
+    TASK = "reach-wall-v3"
+    WALL_X = 0.1  # the wall's centre; it spans x in [-0.02, 0.22], y in [0.74, 0.76], z up to 0.12
+    SIDE_OFFSET = 0.24  # the passing lanes: x = 0.1 -/+ 0.24, 2 cm clear of the wall's ends and the hand's width
+    LOW_Z = 0.07  # below the wall's top: the hand cannot go over it
+    START_Y, PAST_Y = 0.6, 0.86
+
+    def __init__(self, side: int):
+        if side not in (-1, 1):
+            raise ValueError(f"side must be -1 (left) or 1 (right), got {side}")
+        self.lane_x = self.WALL_X + side * self.SIDE_OFFSET
+
+    def __call__(self, raw_obs: np.ndarray) -> np.ndarray:
+        hand, goal = raw_obs[:3], raw_obs[-3:]
+        if hand[1] >= 0.80:  # past the wall
+            target = goal
+        elif hand[1] >= 0.70 or abs(hand[0] - self.lane_x) <= 0.02:  # in the lane: straight past the wall
+            target = np.array([self.lane_x, self.PAST_Y, self.LOW_Z])
+        elif hand[2] > self.LOW_Z + 0.025 and abs(hand[0] - self.lane_x) > 0.05:  # first down, before the middle
+            target = np.array([self.WALL_X, self.START_Y, self.LOW_Z])
+        else:  # sideways to the lane
+            target = np.array([self.lane_x, self.START_Y, self.LOW_Z])
+        action = np.zeros(4, dtype=np.float32)  # gripper open, as Meta-World's reach experts
+        action[:3] = np.clip(5.0 * (target - hand), -1.0, 1.0)  # Meta-World's ``move`` gain
+        return action
+
+
 def task_descriptions() -> dict[str, str]:
     """Meta-World task name -> the instruction LeRobot's env gives the policy (read without importing metaworld)."""
     import lerobot.envs  # noqa: PLC0415
@@ -144,6 +181,7 @@ def record_expert_dataset(
     seed: int = 0,
     progress: bool = True,
     progress_file=None,
+    expert: str = "scripted",
 ):
     """Record the scripted expert of each task into a LeRobotDataset v3 at ``root`` and return it.
 
@@ -153,7 +191,13 @@ def record_expert_dataset(
     measured), ``observation.state`` (hand xyz + gripper), ``action`` (4, clipped to [-1, 1]), 80 fps,
     the env's ``task_description``. Episode ``i`` of a task resets with seed ``seed + i``; an episode ends at
     the first success, and the rare expert failure (500 steps without success) is not kept.
+    ``expert``: ``scripted`` (each task's Meta-World expert) or ``around-wall`` (``AroundWallExpert``, whose side
+    episode ``i`` draws from seed ``seed + i``).
     """
+    if expert not in EXPERTS:
+        raise ValueError(f"unknown expert {expert!r}; choose from {EXPERTS}")
+    if expert == "around-wall" and any(t.removeprefix("metaworld-") != AroundWallExpert.TASK for t in tasks):
+        raise ValueError(f"the around-wall expert solves {AroundWallExpert.TASK} only, not {tasks}")
     from lerobot.datasets import LeRobotDataset  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -183,8 +227,11 @@ def record_expert_dataset(
         try:
             for episode in range(episodes_per_task):
                 obs, _ = env.reset(seed=seed + episode)
+                around = None
+                if expert == "around-wall":
+                    around = AroundWallExpert(side=int(np.random.default_rng(seed + episode).choice([-1, 1])))
                 for _ in range(env._max_episode_steps):
-                    action = env.expert_action()
+                    action = around(env._raw_obs) if around else env.expert_action()
                     dataset.add_frame(
                         {
                             "observation.image": obs["pixels"],

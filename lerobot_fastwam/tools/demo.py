@@ -73,6 +73,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="where the recorded datasets live (default OUTPUT/data; share it between runs)",
     )
     parser.add_argument("--episodes", type=int, default=50, help="scripted episodes recorded per task")
+    parser.add_argument(
+        "--expert",
+        choices=["scripted", "around-wall"],
+        default="scripted",
+        help="who demonstrates: each task's Meta-World expert, or (reach-wall-v3 only) a bimodal expert that goes "
+        "around the wall on the left or on the right at random, where the average of the two fails",
+    )
     parser.add_argument("--steps", type=int, default=1000, help="training steps (about 0.7 s each on 2 cores)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine to 1%% over --steps)")
@@ -104,6 +111,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = [t for t in args.tasks if t not in known]
     if unknown:
         parser.error(f"unknown Meta-World task(s) {unknown}; choose from: {', '.join(sorted(known))}")
+    if args.expert == "around-wall" and args.tasks != ["reach-wall-v3"]:
+        parser.error(
+            f"--expert around-wall demonstrates reach-wall-v3 only: pass --task reach-wall-v3, not {args.task}"
+        )
     for name in ("episodes", "steps", "batch_size", "eval_episodes", "episode_length", "probe_frames"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -116,11 +127,13 @@ def _say(message: str) -> None:
     print(f"[fastwam demo] {message}", flush=True)
 
 
-def record(root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int) -> dict[str, Any]:
+def record(
+    root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int, expert: str = "scripted"
+) -> dict[str, Any]:
     """Record the expert episodes unless ``root`` already holds exactly this recording."""
     from ..sim.metaworld import record_expert_dataset  # noqa: PLC0415
 
-    spec = {"tasks": tasks, "episodes_per_task": episodes, "seed": seed, "repo_id": repo_id}
+    spec = {"tasks": tasks, "episodes_per_task": episodes, "seed": seed, "repo_id": repo_id, "expert": expert}
     marker = root / "fastwam_demo_recording.json"
     if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
         _say(f"reusing the recorded dataset {root}")
@@ -130,7 +143,9 @@ def record(root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int)
     start = time.time()
     root.parent.mkdir(parents=True, exist_ok=True)
     with _native_stderr_to(root.parent / f"{root.name}.record.log"):  # the video encoder's banner per episode
-        dataset = record_expert_dataset(tasks, root, repo_id, episodes, seed=seed, progress_file=sys.stdout)
+        dataset = record_expert_dataset(
+            tasks, root, repo_id, episodes, seed=seed, progress_file=sys.stdout, expert=expert
+        )
     info = {
         "spec": spec,
         "episodes": dataset.meta.total_episodes,
@@ -386,9 +401,9 @@ def run(argv: list[str]) -> dict[str, Any]:
     data, heldout = data_dir / "demonstrations", data_dir / "heldout"
     repo_id = _repo_id(args.tasks)
 
-    _say(f"1/6 recording {args.episodes} scripted episodes per task of {args.tasks}")
-    recording = record(data, repo_id, args.tasks, args.episodes, seed=0)
-    record(heldout, repo_id + "_heldout", args.tasks, HELDOUT_EPISODES, seed=HELDOUT_SEED)
+    _say(f"1/6 recording {args.episodes} {args.expert} expert episodes per task of {args.tasks}")
+    recording = record(data, repo_id, args.tasks, args.episodes, seed=0, expert=args.expert)
+    record(heldout, repo_id + "_heldout", args.tasks, HELDOUT_EPISODES, seed=HELDOUT_SEED, expert=args.expert)
 
     _say("2/6 encoding the training windows once (lerobot-fastwam cache)")
     from .cache import cache  # noqa: PLC0415
@@ -466,6 +481,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "dataset_repo_id": repo_id,
         "dataset_episodes": recording["episodes"],
         "dataset_frames": recording["frames"],
+        "expert": args.expert,
         "train_steps": args.steps,
         "train_seconds": train_seconds,
         "eval_seconds": evaluation["eval_seconds"],
@@ -499,7 +515,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"`{report['command']}`",
         "",
-        f"Data: {report['dataset_episodes']} scripted episodes ({report['dataset_frames']} frames) in "
+        f"Data: {report['dataset_episodes']} {report['expert']} expert episodes ({report['dataset_frames']} frames) in "
         f"`{report['dataset_root']}`. Evaluation: `lerobot-eval --env.type=metaworld_cpu`, "
         f"{report['n_eval_episodes']} episodes, seeds from {report['seed']}; Fast-WAM samples each chunk in "
         f"{report['num_inference_steps']} step{'s' * (report['num_inference_steps'] > 1)}. Chunk ms: median "

@@ -123,3 +123,54 @@ def test_imagined_future_frames_decode_from_the_first_frame():
     torch.testing.assert_close(again, frames)  # fixed-seed noise, as for actions
     other = observation(policy.config, seed=1)
     assert not torch.allclose(policy.predict_future_frames(other)[1], latents)  # it depends on the frame
+
+
+@torch.no_grad()
+def test_prompt_keys_values_kept_across_chunks_give_the_uncached_chunk():
+    """The text's cross-attention keys/values are reused while the prompts and weights stay; only the state
+    token's are new. Every chunk equals the one computed from the whole context, also after a weight update."""
+    policy = make_policy(cameras=2)
+    model = policy.model.eval()
+    cfg = policy.config
+    g = torch.Generator().manual_seed(1)
+    text = torch.randn(2, 16, cfg.text_dim, generator=g)  # two prompts
+    first = torch.randn(3, 48, 1, 2, 4, generator=g)
+    noise = torch.randn(3, cfg.chunk_size, cfg.action_dim, generator=g)
+    prompts = ("open the drawer", "press the button", "open the drawer")
+    calls = []
+    embed = model.action.embed_context
+    model.action.embed_context = lambda x: calls.append(x.shape[:2]) or embed(x)
+
+    def both(state):
+        context = model.build_context(text[[0, 1, 0]], state)
+        kept = model.sample_actions(first, context, noise, 2, prompts=prompts)
+        return kept, model.sample_actions(first, context, noise, 2)
+
+    for _ in range(2):
+        kept, full = both(torch.randn(3, cfg.state_dim, generator=g))
+        torch.testing.assert_close(kept, full, rtol=1e-5, atol=1e-6)
+    # The prompts' text went through once, as two distinct rows; every chunk re-embeds only its state token.
+    text_calls = [shape for shape in calls if shape[1] == 16]
+    assert text_calls == [(2, 16)]
+    assert calls.count((3, 1)) == 2
+
+    with torch.no_grad():  # an optimiser step or a load writes the weights in place
+        model.mot.action.blocks[0].attn2.to_k.weight.mul_(1.5)
+    kept, full = both(torch.randn(3, cfg.state_dim, generator=g))
+    torch.testing.assert_close(kept, full, rtol=1e-5, atol=1e-6)
+    assert [shape for shape in calls if shape[1] == 16] == [(2, 16), (2, 16)]
+
+
+@torch.no_grad()
+def test_policy_chunks_with_kept_prompt_keys_values_equal_fresh_ones():
+    policy = make_policy(cameras=2).eval()
+    batch = observation(policy.config, batch_size=2, seed=3, tasks=["same task", "same task"])
+    torch.manual_seed(0)
+    first = policy.predict_action_chunk(batch)  # fills the prompt cache
+    torch.manual_seed(0)
+    again = policy.predict_action_chunk(batch)  # reads it
+    policy.model._prompt_kv = None
+    torch.manual_seed(0)
+    fresh = policy.predict_action_chunk(batch)
+    torch.testing.assert_close(again, fresh, rtol=0, atol=0)
+    torch.testing.assert_close(first, fresh, rtol=0, atol=0)

@@ -15,13 +15,15 @@ def test_gpu_benchmark_runs_on_cpu_and_its_recipes_freeze_what_they_say(tmp_path
     output = tmp_path / "report.md"
     argv = ["--device", "cpu", "--preset", "tiny", "--dtype", "float32", "--loops", "eager", "--iters", "2"]
     loops, recipes = bench_gpu.main([*argv, "--train-iters", "1", "--train-warmup", "1", "--output", str(output)])
-    assert [r["loop"] for r in loops] == ["eager"] and loops[0]["chunk_ms"] > 0
+    assert [(r["loop"], r["steps"]) for r in loops] == [("eager", 10), ("eager", 1)]
+    assert all(r["chunk_ms"] > 0 for r in loops)
     trained = {r["recipe"]: r["trained"] for r in recipes}
     assert all(isinstance(r["step_ms"], float) for r in recipes)
     assert trained["full"] > trained["frozen-video"] == trained["frozen-video-8bit"] > 0
     assert 0 < trained["lora"] < trained["full"]
     text = output.read_text()
-    assert "| frozen-video-8bit | 1 |" in text and "python benchmarks/bench_gpu.py --device cpu" in text
+    assert "| eager | 1 |" in text and "| frozen-video-8bit | 1 |" in text
+    assert "python benchmarks/bench_gpu.py --device cpu" in text
 
 
 def test_few_step_benchmark_times_each_step_count_against_the_builtin(monkeypatch):

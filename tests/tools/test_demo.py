@@ -33,6 +33,37 @@ def test_the_env_hands_the_policy_what_the_recorder_records(tmp_path):
     torch.testing.assert_close(item["observation.state"], torch.from_numpy(obs["agent_pos"]).float())
 
 
+def test_the_around_wall_expert_has_two_ways_and_their_average_fails():
+    """Each side reaches the goal round its own end of the wall; the average of the two experts' actions (what
+    a policy that averages modes does) stalls in front of the wall."""
+    from lerobot_fastwam.sim.metaworld import AroundWallExpert, record_expert_dataset
+
+    env = make_env("reach-wall-v3")
+
+    def run(act, steps=env._max_episode_steps):
+        env.reset(seed=3)
+        xs = []
+        for _ in range(steps):
+            _, _, terminated, truncated, info = env.step(act(env._raw_obs))
+            xs.append(env._raw_obs[0])
+            if terminated or truncated:
+                break
+        return bool(info.get("is_success")), min(xs), max(xs)
+
+    left, right = AroundWallExpert(-1), AroundWallExpert(1)
+    try:
+        left_success, left_min, _ = run(left)
+        right_success, _, right_max = run(right)
+        mean_success, mean_min, mean_max = run(lambda obs: (left(obs) + right(obs)) / 2, steps=300)
+    finally:
+        env.close()
+    assert left_success and left_min < -0.05  # round the wall's left end (x = -0.02)
+    assert right_success and right_max > 0.25  # round its right end (x = 0.22)
+    assert not mean_success and -0.02 < mean_min and mean_max < 0.22  # never round either end
+    with pytest.raises(ValueError, match="reach-wall-v3 only"):
+        record_expert_dataset(["reach-v3"], "unused", "local/x", 1, expert="around-wall")
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the video encoder switches to real-time scheduling only as root")
 def test_the_demo_runs_its_children_in_normal_scheduling_after_recording(tmp_path):
     """Recording as root makes the recording process real-time (SVT-AV1); the demo's training and evaluation
