@@ -135,6 +135,7 @@ _RANGES: dict[str, tuple[float | str, float | None]] = {
     "num_inference_steps": (1, None),
     "action_consistency_weight": (0.0, None),
     "action_clamp_margin": (0.0, None),
+    "max_normalized_input": ("0<", None),
     "optimizer_lr": ("0<", None),
     "optimizer_weight_decay": (0.0, None),
     "optimizer_grad_clip_norm": ("0<", None),
@@ -146,7 +147,7 @@ _RANGES: dict[str, tuple[float | str, float | None]] = {
 
 def _check_range(name: str, value, low: float | str, high: float | None) -> None:
     """Refuse a numeric field outside ``[low, high]`` (``low="0<"``: strictly positive), naming the range."""
-    if value is None and name == "action_clamp_margin":  # None switches clamping off
+    if value is None and name in ("action_clamp_margin", "max_normalized_input"):  # None switches the check off
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
@@ -302,6 +303,9 @@ class FastWAMConfig(PreTrainedConfig):
     # Deployment safety: actions leaving the post-processor are clamped to the training range (the dataset's
     # action min/max saved with the checkpoint) widened by this fraction of the range on each side; None: off.
     action_clamp_margin: float | None = 0.05
+    # The largest |value| a normalised state or RTC leftover may have at inference: a normalised value is of order
+    # 1, so 100 means a wrong sensor, wrong units or wrong statistics, and the input is refused; None: no check.
+    max_normalized_input: float | None = 100.0
 
     # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, warm-up over the first 5 percent of the steps,
     # cosine decay to 1 percent of the peak, gradient clip 1.0)

@@ -38,7 +38,14 @@ from .encoders.latent_encoder import LatentEncoder, build_latent_encoder
 from .encoders.prompt_encoder import PromptEncoder, build_prompt_encoder
 from .network.model import FastWAM, VelocityGuidance, future_latent_padding
 from .rtc import rtc_guidance
-from .safety import NonFiniteActionError, check_finite, check_observation, diagnose_non_finite_actions
+from .safety import (
+    NonFiniteActionError,
+    check_finite,
+    check_magnitude,
+    check_observation,
+    check_rtc_leftover,
+    diagnose_non_finite_actions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -307,8 +314,18 @@ class FastWAMPolicy(PreTrainedPolicy):
     def _current_latents(self, batch: dict[str, Any]) -> Tensor:
         """Normalised latents of the current frame ``[B, C, 1, h, w]`` (inference)."""
         if LATENTS_KEY in batch:
-            return batch[LATENTS_KEY].float()[:, :, :1]
-        return self.normalize_latents(self.latent_encoder(current_frame(batch, self.config)))
+            latents = batch[LATENTS_KEY].float()[:, :, :1]
+            check_finite(latents, LATENTS_KEY, "Recompute the precomputed latents (lerobot-fastwam cache).")
+            return latents
+        latents = self.normalize_latents(self.latent_encoder(current_frame(batch, self.config)))
+        check_finite(  # the frames were checked: the VAE or the latent statistics made these
+            latents,
+            "first-frame latents",
+            "The VAE turned finite camera frames into them: its weights are corrupt or it overflowed in its dtype "
+            "(reload the VAE, or run with --policy.dtype=float32), or the checkpoint's latent_mean/latent_std "
+            "are not finite.",
+        )
+        return latents
 
     def _training_latents(self, batch: dict[str, Any]) -> Tensor:
         """Normalised latents of the training clip ``[B, C, F, h, w]``: precomputed, from the cache, or encoded."""
@@ -336,12 +353,19 @@ class FastWAMPolicy(PreTrainedPolicy):
     def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
         tasks = self._prompts(batch, batch_size)
         if tasks is None:
-            return batch[TEXT_CONTEXT_KEY]
-        tasks = list(tasks)
-        if self._latent_cache is not None and self.training:
+            text, fix = batch[TEXT_CONTEXT_KEY], "Recompute the precomputed text context (lerobot-fastwam cache)."
+        elif self._latent_cache is not None and self.training:
             device = next(self.model.parameters()).device
-            return self._latent_cache.text_context(tasks).to(device, non_blocking=True)
-        return self.prompt_encoder(tasks)
+            text = self._latent_cache.text_context(list(tasks)).to(device, non_blocking=True)
+            fix = "The latent cache's text contexts are damaged: rebuild it (lerobot-fastwam cache)."
+        else:
+            text = self.prompt_encoder(list(tasks))
+            fix = (
+                "umT5 made them from the task text: its weights are corrupt, or it overflowed in float16 "
+                "(run with --policy.dtype=bfloat16 or float32)."
+            )
+        check_finite(text, "text context", fix)
+        return text
 
     def _state(self, batch: dict[str, Any]) -> Tensor | None:
         dim = self.config.state_dim
@@ -361,6 +385,8 @@ class FastWAMPolicy(PreTrainedPolicy):
                 "or dataset matches the one the policy was trained on."
             )
         check_finite(state, OBS_STATE)
+        if not self.training:  # a training batch is the dataset's own: its range is the training range
+            check_magnitude(state, OBS_STATE, self.config.max_normalized_input)
         return state
 
     def _context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
@@ -393,7 +419,14 @@ class FastWAMPolicy(PreTrainedPolicy):
             raise ValueError(
                 f"`action` must be [batch, {cfg.chunk_size}, {cfg.action_dim}], got {tuple(actions.shape)}."
             )
-        check_finite(actions, ACTION)
+        where = batch.get("index")
+        check_finite(
+            actions,
+            ACTION,
+            "The dataset's recorded actions are not finite"
+            + (f" (frame indices {where.flatten()[:8].tolist()})" if isinstance(where, Tensor) else "")
+            + ": drop those episodes (lerobot-edit-dataset --operation.type=delete_episodes) or fix the recording.",
+        )
         self._check_observation(batch)
         latents = self._training_latents(batch)
         frame_pad = batch.get(f"{cfg.ordered_camera_keys[0]}_is_pad")
@@ -437,7 +470,9 @@ class FastWAMPolicy(PreTrainedPolicy):
         if cfg is not None:
             self.warm_up()  # RTC's guided steps differentiate through the action expert: compiled separately
 
-    def _rtc_guidance(self, inference_delay, prev_chunk_left_over, execution_horizon) -> VelocityGuidance | None:
+    def _rtc_guidance(
+        self, inference_delay, prev_chunk_left_over, execution_horizon, batch_size: int
+    ) -> VelocityGuidance | None:
         """The guidance for one chunk, or None (no RTC arguments, or the first chunk: nothing to continue)."""
         requested = inference_delay is not None or prev_chunk_left_over is not None or execution_horizon is not None
         enabled = self.rtc_processor is not None and self.config.rtc_config.enabled
@@ -450,6 +485,11 @@ class FastWAMPolicy(PreTrainedPolicy):
             )
         if not enabled or prev_chunk_left_over is None:
             return None
+        cfg = self.config
+        check_rtc_leftover(prev_chunk_left_over, batch_size, cfg.chunk_size, cfg.action_dim, cfg.max_normalized_input)
+        for name, value, low in (("inference_delay", inference_delay, 0), ("execution_horizon", execution_horizon, 1)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise ValueError(f"`{name}` must be an integer >= {low} (action steps), got {value!r}.")
         return rtc_guidance(self.rtc_processor, prev_chunk_left_over, inference_delay or 0, execution_horizon)
 
     @torch.no_grad()
@@ -474,8 +514,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         """
         if self.training:
             self.eval()
-        guidance = self._rtc_guidance(inference_delay, prev_chunk_left_over, execution_horizon)
-        self._check_observation(batch)
+        batch_size = self._check_observation(batch)
+        guidance = self._rtc_guidance(inference_delay, prev_chunk_left_over, execution_horizon, batch_size)
         latents = self._current_latents(batch)
         batch_size = latents.shape[0]
         keep_video = self.config.save_predicted_video

@@ -5,7 +5,9 @@ problem and the fix, never run on silently:
 
 - ``check_observation``: the structure of an observation batch (tensors, batch dimension, channel order,
   dtype, one batch size for every camera, the state and the tasks) before anything is encoded.
-- ``check_finite``: NaN/Inf in an input.
+- ``check_finite``: NaN/Inf in an input, with the fix for where it came from; ``check_magnitude``: a normalised
+  input far outside the training range; ``check_rtc_leftover``: the previous chunk that real-time chunking
+  continues.
 - ``NonFiniteActionError``: raised when an action chunk is not finite, with the cause found
   (``diagnose_non_finite_actions``). The policy checks its own output; the post-processor's
   ``FastWAMActionGuardStep`` checks the unnormalised action again (bad normalisation statistics make a finite
@@ -34,12 +36,60 @@ class NonFiniteActionError(RuntimeError):
     """An action chunk contains NaN or Inf; it must not reach a robot."""
 
 
-def check_finite(tensor: Tensor, name: str) -> None:
+SENSOR_FIX = (
+    "Check the sensor, and the normalisation statistics saved with the checkpoint "
+    "(policy_preprocessor_*.safetensors) if it was normalised."
+)
+
+
+def check_finite(tensor: Tensor, name: str, fix: str = SENSOR_FIX) -> None:
+    """Refuse NaN/Inf in ``tensor``; ``fix`` says what to do about it where it came from."""
     if not torch.isfinite(tensor).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values. {fix}")
+
+
+def check_magnitude(tensor: Tensor, name: str, limit: float | None) -> None:
+    """Refuse a normalised input beyond ``limit`` (``config.max_normalized_input``; None: no check).
+
+    A normalised value is of order 1. Far beyond that, the network extrapolates to arbitrary (finite) actions,
+    and only the post-processor's clamp would stand between them and the motors."""
+    if limit is None:
+        return
+    peak = tensor.detach().abs().max().item() if tensor.numel() else 0.0
+    if peak > limit:
         raise ValueError(
-            f"`{name}` contains NaN or infinite values. Check the sensor, and the normalisation statistics "
-            "saved with the checkpoint (policy_preprocessor_*.safetensors) if it was normalised."
+            f"The normalised `{name}` reaches |x| = {peak:.3g}, beyond --policy.max_normalized_input={limit:g} (a "
+            "normalised value is of order 1). Check the sensor and its units, and the normalisation statistics "
+            "saved with the checkpoint; raise the limit only if the training data held such values."
         )
+
+
+def check_rtc_leftover(
+    leftover: Tensor, batch_size: int, chunk_size: int, action_dim: int, limit: float | None
+) -> None:
+    """Refuse a previous chunk that LeRobot's ``RTCProcessor`` would silently pad or broadcast: it zero-pads missing
+    action dims (steering those joints toward 0) and broadcasts one row over a batch."""
+    name = "prev_chunk_left_over"
+    if not isinstance(leftover, Tensor) or not leftover.is_floating_point():
+        raise TypeError(f"`{name}` must be a float tensor [T, A] or [B, T, A], got {type(leftover).__name__}.")
+    if leftover.ndim not in (2, 3):
+        raise ValueError(f"`{name}` must be [T, A] or [B, T, A], got shape {tuple(leftover.shape)}.")
+    steps, dims = leftover.shape[-2:]
+    if dims != action_dim:
+        raise ValueError(
+            f"`{name}` has {dims} action values per step, the policy predicts {action_dim}. Pass the previous "
+            "chunk as the policy returned it (normalised, before the post-processor drops or renames joints)."
+        )
+    if steps > chunk_size:
+        raise ValueError(f"`{name}` has {steps} steps, more than the policy's chunk of {chunk_size}.")
+    rows = leftover.shape[0] if leftover.ndim == 3 else 1
+    if rows != batch_size and (leftover.ndim == 3 or batch_size > 1):
+        raise ValueError(
+            f"`{name}` has {rows} row(s) for a batch of {batch_size}: give each sample its own previous chunk "
+            f"([{batch_size}, T, {action_dim}]); one row is not broadcast over the batch."
+        )
+    check_finite(leftover, name, "It is the previous chunk's unexecuted rest; it must come from the policy itself.")
+    check_magnitude(leftover, name, limit)
 
 
 def check_observation(batch: dict[str, Any], camera_keys: list[str], has_state: bool) -> int:

@@ -18,6 +18,11 @@ def _rtc_policy(**overrides):
     return policy
 
 
+@pytest.fixture(scope="module")
+def rtc_policy():
+    return _rtc_policy()
+
+
 def test_lerobot_rollout_accepts_the_policy_for_rtc():
     assert supports_rtc_inference(make_policy())
 
@@ -78,3 +83,31 @@ def test_the_few_step_gain_cap_uses_lerobots_guidance_weight(time):
     )
     expected = -rtc_guidance_weight(time, policy.config.rtc_config.max_guidance_weight) * (leftover - x)
     torch.testing.assert_close(guided[0, :2], expected[0, :2])
+
+
+@pytest.mark.parametrize(
+    ("leftover", "match"),
+    [
+        (torch.zeros(2, 5, 3), "3 action values per step, the policy predicts 7"),  # zero-padded to 7 upstream
+        (torch.zeros(1, 5, 7), "1 row\\(s\\) for a batch of 2"),  # broadcast over the batch upstream
+        (torch.zeros(5, 7), "1 row\\(s\\) for a batch of 2"),
+        (torch.full((2, 5, 7), 1e6), "reaches \\|x\\| = 1e\\+06"),  # a chunk of 1e6 upstream
+        (torch.full((2, 5, 7), float("nan")), "prev_chunk_left_over` contains NaN"),
+        (torch.zeros(2, 99, 7), "99 steps, more than the policy's chunk"),
+        (torch.zeros(2, 5, 7, dtype=torch.long), "float tensor"),
+    ],
+)
+def test_rtc_leftovers_that_lerobot_would_pad_or_broadcast_are_refused(rtc_policy, leftover, match):
+    batch = observation(rtc_policy.config, batch_size=2)
+    with pytest.raises((ValueError, TypeError), match=match):
+        rtc_policy.predict_action_chunk(batch, inference_delay=2, prev_chunk_left_over=leftover, execution_horizon=8)
+
+
+def test_rtc_delay_and_horizon_must_be_step_counts(rtc_policy):
+    batch = observation(rtc_policy.config, batch_size=1)
+    leftover = torch.zeros(1, 5, 7)
+    with pytest.raises(ValueError, match="inference_delay` must be an integer >= 0"):
+        rtc_policy.predict_action_chunk(batch, inference_delay=-1, prev_chunk_left_over=leftover)
+    with pytest.raises(ValueError, match="execution_horizon` must be an integer >= 1"):
+        rtc_policy.predict_action_chunk(batch, inference_delay=1, prev_chunk_left_over=leftover, execution_horizon=0)
+    assert rtc_policy.predict_action_chunk(batch, inference_delay=1, prev_chunk_left_over=leftover).shape[0] == 1

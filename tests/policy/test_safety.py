@@ -10,7 +10,7 @@ import torch
 from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
 from lerobot_fastwam.safety import NonFiniteActionError
 
-from ..helpers import make_config, make_policy, observation
+from ..helpers import make_config, make_policy, observation, training_batch
 
 ACTION_DIM, STATE_DIM = 7, 8
 
@@ -46,11 +46,24 @@ def test_nan_weights_stop_the_robot_loop_naming_the_weights():
     assert not policy._action_queue  # nothing queued for the next call either
 
 
-def test_an_extreme_state_stops_the_loop_naming_the_state(policy):
+def test_an_extreme_state_stops_the_loop_naming_the_state(policy, monkeypatch):
     batch = observation(policy.config)
     batch["observation.state"] = torch.full_like(batch["observation.state"], 1e30)
+    with pytest.raises(ValueError, match=r"normalised `observation.state` reaches \|x\| = 1e\+30, beyond"):
+        policy.predict_action_chunk(batch)  # refused before the network runs
+    monkeypatch.setattr(policy.config, "max_normalized_input", None)  # without it, the overflow names the state
     with pytest.raises(NonFiniteActionError, match=r"normalised `observation.state` reaches \|x\| = 1e\+30"):
         policy.predict_action_chunk(batch)
+
+
+def test_an_absurd_finite_state_is_refused_not_extrapolated(policy):
+    """1e10 gives finite actions of about 1e7 when run; the limit refuses it with the fix."""
+    batch = observation(policy.config)
+    batch["observation.state"][0, 1] = 1e10
+    with pytest.raises(ValueError, match=r"max_normalized_input=100.*statistics"):
+        policy.predict_action_chunk(batch)
+    batch["observation.state"][0, 1] = 50.0  # far out, but within the limit: acted on
+    assert torch.isfinite(policy.predict_action_chunk(batch)).all()
 
 
 def test_nan_action_stats_are_caught_by_the_post_processor():
@@ -217,3 +230,38 @@ def test_select_action_from_a_second_thread_is_an_error(policy):
     thread.join()
     assert errors and "second thread" in errors[0] and "one policy per robot loop" in errors[0]
     policy.reset()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Non-finite inputs are named by where they came from, before the network runs
+def test_non_finite_latents_and_text_are_named_by_their_source(policy, monkeypatch):
+    from lerobot_fastwam.modeling_fastwam import LATENTS_KEY, TEXT_CONTEXT_KEY
+
+    batch = observation(policy.config, batch_size=1)
+    nan_like = lambda t: torch.full_like(t, float("nan"))  # noqa: E731
+    good_latents = policy._current_latents(batch)
+    encode = policy.latent_encoder.forward
+    monkeypatch.setattr(policy.latent_encoder, "forward", lambda frames: nan_like(encode(frames)))
+    with pytest.raises(ValueError, match="first-frame latents` contains NaN.*The VAE turned finite camera frames"):
+        policy.predict_action_chunk(batch)
+    monkeypatch.undo()
+
+    text = policy.prompt_encoder(batch["task"])
+    monkeypatch.setattr(policy.prompt_encoder, "forward", lambda tasks: nan_like(text))
+    with pytest.raises(ValueError, match="text context` contains NaN.*umT5 made them"):
+        policy.predict_action_chunk(batch)
+    monkeypatch.undo()
+
+    precomputed = {**batch, TEXT_CONTEXT_KEY: nan_like(text)}
+    with pytest.raises(ValueError, match="Recompute the precomputed text context"):
+        policy.predict_action_chunk(precomputed)
+    with pytest.raises(ValueError, match="Recompute the precomputed latents"):
+        policy.predict_action_chunk({**batch, LATENTS_KEY: nan_like(good_latents)})
+
+
+def test_a_nan_action_in_the_dataset_is_named_as_the_datasets(policy):
+    batch = training_batch(policy.config, batch_size=2)
+    batch["action"][1, 3, 0] = float("nan")
+    batch["index"] = torch.tensor([40, 41])
+    with pytest.raises(ValueError, match=r"recorded actions are not finite \(frame indices \[40, 41\]\).*episodes"):
+        policy.forward(batch)
