@@ -55,12 +55,18 @@ def check_magnitude(tensor: Tensor, name: str, limit: float | None) -> None:
     and only the post-processor's clamp would stand between them and the motors."""
     if limit is None:
         return
-    peak = tensor.detach().abs().max().item() if tensor.numel() else 0.0
+    if not tensor.numel():
+        return
+    magnitude = tensor.detach().abs().flatten(0, -2).amax(0)  # per value of the last dimension
+    peak = magnitude.max().item()
     if peak > limit:
+        dims = (magnitude > limit).nonzero().flatten().tolist()
         raise ValueError(
-            f"The normalised `{name}` reaches |x| = {peak:.3g}, beyond --policy.max_normalized_input={limit:g} (a "
-            "normalised value is of order 1). Check the sensor and its units, and the normalisation statistics "
-            "saved with the checkpoint; raise the limit only if the training data held such values."
+            f"The normalised `{name}` reaches |x| = {peak:.3g} (at index {dims} of its last dimension), beyond "
+            f"--policy.max_normalized_input={limit:g} (a normalised value is of order 1). Check the sensor and its "
+            "units, and the normalisation statistics saved with the checkpoint (a value that never changed in "
+            "the training data has a standard deviation near 0, so any change is huge); raise the limit, or set "
+            "it to null, only if the training data held such values."
         )
 
 

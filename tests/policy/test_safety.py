@@ -49,7 +49,10 @@ def test_nan_weights_stop_the_robot_loop_naming_the_weights():
 def test_an_extreme_state_stops_the_loop_naming_the_state(policy, monkeypatch):
     batch = observation(policy.config)
     batch["observation.state"] = torch.full_like(batch["observation.state"], 1e30)
-    with pytest.raises(ValueError, match=r"normalised `observation.state` reaches \|x\| = 1e\+30, beyond"):
+    with pytest.raises(
+        ValueError,
+        match=r"normalised `observation.state` reaches \|x\| = 1e\+30 \(at index \[0, 1, 2, 3, 4, 5, 6, 7\].*beyond",
+    ):
         policy.predict_action_chunk(batch)  # refused before the network runs
     monkeypatch.setattr(policy.config, "max_normalized_input", None)  # without it, the overflow names the state
     with pytest.raises(NonFiniteActionError, match=r"normalised `observation.state` reaches \|x\| = 1e\+30"):
@@ -60,7 +63,7 @@ def test_an_absurd_finite_state_is_refused_not_extrapolated(policy):
     """1e10 gives finite actions of about 1e7 when run; the limit refuses it with the fix."""
     batch = observation(policy.config)
     batch["observation.state"][0, 1] = 1e10
-    with pytest.raises(ValueError, match=r"max_normalized_input=100.*statistics"):
+    with pytest.raises(ValueError, match=r"at index \[1\].*max_normalized_input=100.*statistics"):
         policy.predict_action_chunk(batch)
     batch["observation.state"][0, 1] = 50.0  # far out, but within the limit: acted on
     assert torch.isfinite(policy.predict_action_chunk(batch)).all()
