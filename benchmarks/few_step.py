@@ -40,6 +40,9 @@ def main() -> None:
         "--expert", default="scripted", help="the demo's --expert (around-wall: the bimodal reach-wall-v3 task)"
     )
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument(
+        "--train-steps", type=int, default=1000, help="the demo's --steps (named in the runs if not 1000)"
+    )
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--output", type=Path, default=Path("outputs/few_step"))
     args, demo_args = parser.parse_known_args()
@@ -47,8 +50,8 @@ def main() -> None:
     for task in args.tasks.split(","):
         label = task if args.expert == "scripted" else f"{task}+{args.expert}"  # the table's task column
         for weight in (float(w) for w in args.weights.split(",")):
-            name = f"{label}_c{weight:g}_s{args.seed}"
-            out = args.output / label / f"c{weight:g}_s{args.seed}"
+            run = f"c{weight:g}_s{args.seed}" + (f"_t{args.train_steps}" if args.train_steps != 1000 else "")
+            name, out = f"{label}_{run}", args.output / label / run
             for steps in (int(n) for n in args.steps.split(",")):
                 kept = RUNS / f"{name}_n{steps}.json"
                 if kept.exists():
@@ -60,6 +63,7 @@ def main() -> None:
                             *("--task", task, "--output", str(out), "--data", str(args.output / label / "data")),
                             f"--expert={args.expert}",
                             *("--seed", str(args.seed), "--eval-episodes", str(args.eval_episodes)),
+                            f"--steps={args.train_steps}",
                             f"--policy.action_consistency_weight={weight:g}",
                             *demo_args,
                         ]
@@ -85,6 +89,7 @@ def main() -> None:
                             "task": label,
                             "action_consistency_weight": weight,
                             "seed": args.seed,
+                            "train_steps": args.train_steps,
                             "num_inference_steps": steps,
                             **result,
                             "image_dependence": report["image_dependence"],
@@ -99,27 +104,29 @@ def main() -> None:
 
 def write_table() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_s*_n*.json"))]  # not the multimodal runs
-    groups: dict[tuple[str, float, int], dict[int, dict]] = {}
+    groups: dict[tuple[str, float, int, int], dict[int, dict]] = {}
     for run in runs:
-        key = (run["task"], run["action_consistency_weight"], run["seed"])
+        key = (run["task"], run["action_consistency_weight"], run["seed"], run.get("train_steps", 1000))
         groups.setdefault(key, {})[run["num_inference_steps"]] = run
     all_steps = sorted({run["num_inference_steps"] for run in runs})
     lines = [
         "Command: `python benchmarks/few_step.py --tasks <task> --weights 0,1 --steps "
         + ",".join(map(str, all_steps))
-        + "`; each row is one trained checkpoint (`lerobot-fastwam demo`, 1000 steps), evaluated by `lerobot-eval`"
+        + "`; each row is one trained checkpoint (`lerobot-fastwam demo --steps <train steps>`), evaluated by "
+        "`lerobot-eval`"
         " on the same 20 seeds at each step count; every evaluation is kept in `docs/few_step_runs/`.",
         f"Machine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPU cores, no GPU.",
         "",
-        "| task | action_consistency_weight | seed | "
+        "| task | action_consistency_weight | seed | train steps | "
         + " | ".join(f"{n} step{'s' * (n > 1)}" for n in all_steps)
         + " | image dependence |",
-        "|---|---|---|" + "---|" * len(all_steps) + "---|",
+        "|---|---|---|---|" + "---|" * len(all_steps) + "---|",
     ]
-    for (task, weight, seed), by_steps in sorted(groups.items()):
+    for (task, weight, seed, train_steps), by_steps in sorted(groups.items()):
         cells = [f"{100 * by_steps[n]['success_rate']:.0f}%" if n in by_steps else "" for n in all_steps]
         dependence = next(iter(by_steps.values()))["image_dependence"]
-        lines.append(f"| {task} | {weight:g} | {seed} | " + " | ".join(cells) + f" | {dependence:.2f} |")
+        row = f"| {task} | {weight:g} | {seed} | {train_steps} | "
+        lines.append(row + " | ".join(cells) + f" | {dependence:.2f} |")
     print(write_block(RESULTS, BEGIN, END, lines, "## Few-step actions: success at 1, 2, 4 and 10 steps"))
 
 

@@ -15,11 +15,15 @@ Every stage is LeRobot's own machinery, run as a user would run it:
 6. with ``--baseline act``: LeRobot's ACT trained on the same data for the same wall time, evaluated on the
    same seeds and probed the same way;
 7. ``DIR/report.json`` and ``DIR/report.md`` (training curve, evaluation video, future strip).
+
+The demo deletes only what it wrote: it marks its output directory (``fastwam_demo_output.json``) and each
+recording (``fastwam_demo_recording.json``), replaces its stage outputs only in a marked directory, and refuses a
+non-empty unmarked ``--output`` or recording directory unless ``--overwrite`` is given. Every option, the
+``--policy.*`` flags for ``lerobot-train`` included, is checked before anything is recorded.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -31,9 +35,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .demo_options import (
+    OUTPUT_MARKER,
+    RECORDING_MARKER,
+    cache_args,
+    clear_stage,
+    dataset_repo_id,
+    fastwam_policy_args,
+    lerobot_script,
+    log_freq,
+    parse_args,
+    pending_marker,
+    recording_refusal,
+    recording_roots,
+    train_command,
+)
+
 HELDOUT_SEED = 100_000  # held-out episodes reset with seeds far from the training ones (0..episodes-1)
 HELDOUT_EPISODES = 3
-PROBE_FRAMES = 96
 PROBE_HORIZON = 10  # actions compared per chunk: the executed part (n_action_steps)
 
 # LeRobot's ACT as measured in ../shared/reference/metaworld-baseline.md (16 M parameters, no pretrained backbone).
@@ -56,71 +75,6 @@ LOSS_TERM = re.compile(r"(loss_video|loss_action):([\d.e+-]+)")
 TQDM = re.compile(r"(\d+)/(\d+) \[")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="lerobot-fastwam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--task",
-        default="button-press-topdown-v3",
-        help="Meta-World v3 task(s), comma-separated: one language-conditioned policy for all",
-    )
-    parser.add_argument("--output", type=Path, default=Path("outputs/fastwam_demo"), help="output directory")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="where the recorded datasets live (default OUTPUT/data; share it between runs)",
-    )
-    parser.add_argument("--episodes", type=int, default=50, help="scripted episodes recorded per task")
-    parser.add_argument(
-        "--expert",
-        choices=["scripted", "around-wall"],
-        default="scripted",
-        help="who demonstrates: each task's Meta-World expert, or (reach-wall-v3 only) a bimodal expert that goes "
-        "around the wall on the left or on the right at random, where the average of the two fails",
-    )
-    parser.add_argument("--steps", type=int, default=1000, help="training steps (about 0.7 s each on 2 cores)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine to 1%% over --steps)")
-    parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes per task")
-    parser.add_argument("--episode-length", type=int, default=500, help="evaluation step limit (Meta-World: 500)")
-    parser.add_argument("--seed", type=int, default=1000, help="training seed; evaluation resets use seed, seed+1, ...")
-    parser.add_argument(
-        "--video-loss-weight",
-        type=float,
-        default=1.0,
-        help="1: video co-training (Fast-WAM); 0: the paper's ablation without it",
-    )
-    parser.add_argument(
-        "--baseline",
-        choices=["act"],
-        default=None,
-        help="also train LeRobot's ACT on the same data for the same wall time",
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--probe-frames", type=int, default=PROBE_FRAMES, help="held-out frames for the probes")
-    args, extra = parser.parse_known_args(argv)
-    if any(not arg.startswith("--") for arg in extra):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.train_args = extra  # anything else goes to Fast-WAM's lerobot-train, e.g. --policy.num_layers=6
-    args.tasks = [t.strip().removeprefix("metaworld-") for t in args.task.split(",") if t.strip()]
-    from ..sim.metaworld import task_descriptions  # noqa: PLC0415
-
-    known = task_descriptions()
-    unknown = [t for t in args.tasks if t not in known]
-    if unknown:
-        parser.error(f"unknown Meta-World task(s) {unknown}; choose from: {', '.join(sorted(known))}")
-    if args.expert == "around-wall" and args.tasks != ["reach-wall-v3"]:
-        parser.error(
-            f"--expert around-wall demonstrates reach-wall-v3 only: pass --task reach-wall-v3, not {args.task}"
-        )
-    for name in ("episodes", "steps", "batch_size", "eval_episodes", "episode_length", "probe_frames"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    return args
-
-
 # ------------------------------------------------------------------------------------------------------
 # Stages
 def _say(message: str) -> None:
@@ -128,20 +82,31 @@ def _say(message: str) -> None:
 
 
 def record(
-    root: Path, repo_id: str, tasks: list[str], episodes: int, seed: int, expert: str = "scripted"
+    root: Path,
+    repo_id: str,
+    tasks: list[str],
+    episodes: int,
+    seed: int,
+    expert: str = "scripted",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Record the expert episodes unless ``root`` already holds exactly this recording."""
+    """Record the expert episodes unless ``root`` already holds exactly this recording. Another recording the
+    demo made at ``root`` is replaced; anything else only with ``overwrite`` (see ``recording_refusal``)."""
     from ..sim.metaworld import record_expert_dataset  # noqa: PLC0415
 
     spec = {"tasks": tasks, "episodes_per_task": episodes, "seed": seed, "repo_id": repo_id, "expert": expert}
-    marker = root / "fastwam_demo_recording.json"
+    marker = root / RECORDING_MARKER
     if marker.exists() and json.loads(marker.read_text()).get("spec") == spec:
         _say(f"reusing the recorded dataset {root}")
         return json.loads(marker.read_text())
+    refusal = recording_refusal(root, overwrite)
+    if refusal:
+        raise FileExistsError(refusal)
     if root.exists():
         shutil.rmtree(root)
     start = time.time()
     root.parent.mkdir(parents=True, exist_ok=True)
+    pending_marker(root).write_text(json.dumps({"spec": spec}, indent=2))
     with _native_stderr_to(root.parent / f"{root.name}.record.log"):  # the video encoder's banner per episode
         dataset = record_expert_dataset(
             tasks, root, repo_id, episodes, seed=seed, progress_file=sys.stdout, expert=expert
@@ -154,6 +119,7 @@ def record(
         "seconds": time.time() - start,
     }
     marker.write_text(json.dumps(info, indent=2))
+    pending_marker(root).unlink()
     normal_scheduling()  # the video encoder made this process real-time (see normal_scheduling)
     return info
 
@@ -217,56 +183,13 @@ def run_logged(command: list[str], log_path: Path, desc: str, total: int | None 
     return time.time() - start
 
 
-def _script(name: str) -> str:
-    """A LeRobot console script next to this Python (the same environment)."""
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-def train_command(args, data: Path, out: Path, policy_args: list[str], steps: int) -> list[str]:
-    return [
-        _script("lerobot-train"),
-        *policy_args,
-        f"--policy.device={args.device}",
-        "--policy.push_to_hub=false",
-        "--dataset.repo_id=" + _repo_id(args.tasks),
-        f"--dataset.root={data}",
-        "--dataset.video_backend=pyav",
-        f"--steps={steps}",
-        f"--save_freq={steps}",
-        f"--log_freq={log_freq(steps)}",
-        "--num_workers=1",
-        f"--seed={args.seed}",
-        "--wandb.enable=false",
-        f"--output_dir={out}",
-    ]
-
-
-def log_freq(steps: int) -> int:
-    return max(1, min(50, steps // 20))
-
-
-def fastwam_policy_args(args) -> list[str]:
-    return [
-        "--policy.type=fastwam",
-        "--policy.preset=cpu",
-        f"--policy.optimizer_lr={args.lr}",
-        f"--policy.scheduler_warmup_steps={max(1, args.steps // 20)}",
-        f"--policy.scheduler_decay_steps={args.steps}",
-        f"--policy.scheduler_decay_lr={args.lr / 100}",
-        f"--policy.video_loss_weight={args.video_loss_weight}",
-        f"--batch_size={args.batch_size}",
-        *args.train_args,
-    ]
-
-
 def evaluate(args, checkpoint: Path, out: Path, log: Path, policy_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """``lerobot-eval`` on ``metaworld_cpu`` with fixed seeds; returns success overall and per task.
-    ``policy_args``: ``--policy.*`` overrides of the checkpoint's config (e.g. ``--policy.num_inference_steps=1``)."""
-    if out.exists():
-        shutil.rmtree(out)
+    ``policy_args``: ``--policy.*`` overrides of the checkpoint's config (e.g. ``--policy.num_inference_steps=1``).
+    An earlier evaluation at ``out`` is replaced only inside the demo's output directory (see ``clear_stage``)."""
+    clear_stage(out)
     command = [
-        _script("lerobot-eval"),
+        lerobot_script("lerobot-eval"),
         f"--policy.path={checkpoint}",
         f"--policy.device={args.device}",
         "--env.type=metaworld_cpu",
@@ -302,8 +225,10 @@ def probe(loaded, args, heldout: Path, data: Path) -> dict[str, Any]:
     from .policy_probes import chunk_latency, probe_frames, probe_policy  # noqa: PLC0415
 
     policy, pre, post = loaded
-    batch = probe_frames(heldout, _repo_id(args.tasks) + "_heldout", args.probe_frames, PROBE_HORIZON)
-    mean_action = torch.as_tensor(LeRobotDatasetMetadata(_repo_id(args.tasks), root=data).stats["action"]["mean"])
+    batch = probe_frames(heldout, dataset_repo_id(args.tasks) + "_heldout", args.probe_frames, PROBE_HORIZON)
+    mean_action = torch.as_tensor(
+        LeRobotDatasetMetadata(dataset_repo_id(args.tasks), root=data).stats["action"]["mean"]
+    )
     return {
         **probe_policy(policy, pre, post, batch, mean_action, PROBE_HORIZON),
         "chunk_ms": chunk_latency(policy, pre, batch),
@@ -388,41 +313,38 @@ def calibrate_steps(args, data: Path, out: Path, policy_args: list[str], seconds
     return max(1, int((seconds - startup) / per_step))
 
 
-def _repo_id(tasks: list[str]) -> str:
-    return "local/metaworld_" + "_".join(tasks)
-
-
 # ------------------------------------------------------------------------------------------------------
 def run(argv: list[str]) -> dict[str, Any]:
     args = parse_args(argv)
     out = args.output.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data_dir = (args.data or out / "data").resolve()
-    data, heldout = data_dir / "demonstrations", data_dir / "heldout"
-    repo_id = _repo_id(args.tasks)
+    if not (out / OUTPUT_MARKER).is_file():
+        (out / OUTPUT_MARKER).write_text(
+            json.dumps({"written_by": "lerobot-fastwam demo", "command": "lerobot-fastwam demo " + " ".join(argv)})
+        )
+    data, heldout = (root.resolve() for root in recording_roots(args))
+    repo_id = dataset_repo_id(args.tasks)
 
     _say(f"1/6 recording {args.episodes} {args.expert} expert episodes per task of {args.tasks}")
-    recording = record(data, repo_id, args.tasks, args.episodes, seed=0, expert=args.expert)
-    record(heldout, repo_id + "_heldout", args.tasks, HELDOUT_EPISODES, seed=HELDOUT_SEED, expert=args.expert)
+    recording = record(data, repo_id, args.tasks, args.episodes, seed=0, expert=args.expert, overwrite=args.overwrite)
+    record(
+        heldout,
+        repo_id + "_heldout",
+        args.tasks,
+        HELDOUT_EPISODES,
+        seed=HELDOUT_SEED,
+        expert=args.expert,
+        overwrite=args.overwrite,
+    )
 
     _say("2/6 encoding the training windows once (lerobot-fastwam cache)")
     from .cache import cache  # noqa: PLC0415
 
-    policy_options = [a for a in args.train_args if a.startswith("--policy.")]  # what shapes the cached inputs
-    cache(
-        [
-            f"--dataset.repo_id={repo_id}",
-            f"--dataset.root={data}",
-            "--policy.preset=cpu",
-            f"--policy.device={args.device}",
-            "--num_workers=1",
-            *policy_options,
-        ]
-    )
+    cache(cache_args(args, data))
 
     _say(f"3/6 training Fast-WAM with lerobot-train ({args.steps} steps)")
     train_dir = out / "train"
-    shutil.rmtree(train_dir, ignore_errors=True)
+    clear_stage(train_dir)
     train_seconds = run_logged(
         train_command(args, data, train_dir, fastwam_policy_args(args), args.steps),
         out / "train.log",
@@ -446,7 +368,7 @@ def run(argv: list[str]) -> dict[str, Any]:
     if args.baseline == "act":
         _say("6/6 baseline: LeRobot's ACT on the same data for the same wall time")
         act_dir = out / "act_train"
-        shutil.rmtree(act_dir, ignore_errors=True)
+        clear_stage(act_dir)
         act_steps = calibrate_steps(args, data, out / "act_calibration", ACT_ARGS, train_seconds)
         act_seconds = run_logged(
             train_command(args, data, act_dir, ACT_ARGS, act_steps),
