@@ -20,7 +20,10 @@ from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
+from . import safety
 from .checkpoints.builtin_config import read_saved_config
+from .checkpoints.consistency import check_cameras, check_loaded_stats
+from .checkpoints.model_card import fastwam_card_section
 from .checkpoints.weights import (
     action_expert_from_video,
     assign_weights,
@@ -28,6 +31,7 @@ from .checkpoints.weights import (
     materialize_random,
     read_weights,
     restore_fp32_masters,
+    save_weights,
 )
 from .configuration_fastwam import FastWAMConfig, check_variant_change, saved_variant
 from .data.camera_layout import current_frame, training_clip
@@ -38,14 +42,6 @@ from .encoders.latent_encoder import LatentEncoder, build_latent_encoder
 from .encoders.prompt_encoder import PromptEncoder, build_prompt_encoder
 from .network.model import FastWAM, VelocityGuidance, future_latent_padding
 from .rtc import rtc_guidance
-from .safety import (
-    NonFiniteActionError,
-    check_finite,
-    check_magnitude,
-    check_observation,
-    check_rtc_leftover,
-    diagnose_non_finite_actions,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -177,17 +173,23 @@ class FastWAMPolicy(PreTrainedPolicy):
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> FastWAMPolicy:
         """LeRobot's loader, after checking that the requested ``config`` (LeRobot's scripts pass the saved config
         with the command line's ``--policy.*`` overrides applied) runs the checkpoint as a variant it may run
-        as (``configuration_fastwam.check_variant_change``), before anything is built."""
+        as (``configuration_fastwam.check_variant_change``), on its own cameras, with statistics that fit its
+        features (``checkpoints.consistency``), before anything is built (with no ``config``: the statistics after)."""
         config = kwargs.get("config")
         path = args[0] if args else kwargs.get("pretrained_name_or_path")
         saved = read_saved_config(path, kwargs) if config is not None and path is not None else None
         if saved is not None:
             check_variant_change(saved_variant(saved), config.variant, f"The checkpoint {path}")
+            check_cameras(saved, config, f"The checkpoint {path}")
+        if config is not None:
+            check_loaded_stats(path, config, kwargs)
         cls._build_for_checkpoint = True
         try:
             policy = super().from_pretrained(*args, **kwargs)
         finally:
             cls._build_for_checkpoint = False
+        if config is None:
+            check_loaded_stats(path, policy.config, kwargs)
         policy.warm_up()
         return policy
 
@@ -221,7 +223,7 @@ class FastWAMPolicy(PreTrainedPolicy):
                     chunks.append(self.model.sample(latents, context, noise, cfg.num_inference_steps, future)[0])
                 self.model.eager_action_loop = False
                 if self.rtc_processor is not None and cfg.rtc_config.enabled:
-                    guidance = self._rtc_guidance(1, chunks[1][0], None)
+                    guidance = self._rtc_guidance(1, chunks[1][0], None, 1)
                     self.model.sample(latents, context, noise, cfg.num_inference_steps, future, guidance)
         except Exception as exc:  # a missing compiler toolchain, an unsupported op: run eager rather than fail
             self.model.eager_action_loop = True
@@ -252,6 +254,12 @@ class FastWAMPolicy(PreTrainedPolicy):
         model._weights_file = model_file
         return model
 
+    def _save_pretrained(self, save_directory, state_dict: dict[str, Tensor] | None = None) -> None:
+        """LeRobot's layout, with a checksum in ``model.safetensors`` that loading verifies (``state_dict``: the
+        caller's, gathered under FSDP)."""
+        self.config._save_pretrained(save_directory)
+        save_weights(self.state_dict() if state_dict is None else state_dict, save_directory / "model.safetensors")
+
     def get_optim_params(self) -> list[nn.Parameter]:
         """Called by LeRobot's trainer when it builds the optimizer: from here on trainable weights are fp32
         masters (mixed precision), also for a policy that was loaded in bf16 for inference."""
@@ -260,29 +268,11 @@ class FastWAMPolicy(PreTrainedPolicy):
 
     def generate_model_card(self, dataset_repo_id: str, model_type: str, license, tags, cfg=None, dataset_meta=None):
         """LeRobot's card (written when ``lerobot-train`` pushes a checkpoint), opened by what this checkpoint
-        needs: the plugin (without it LeRobot's built-in ``fastwam`` would try to read the config and fail on
-        the plugin's fields), how it was trained and how to run it."""
+        needs (``checkpoints.model_card``)."""
         card = super().generate_model_card(
             dataset_repo_id, model_type, license, tags, cfg=cfg, dataset_meta=dataset_meta
         )
-        c = self.config
-        steps = getattr(cfg, "steps", None)
-        path = c.repo_id or "<this checkpoint>"
-        cameras = ", ".join(f"`{k}`" for k in c.ordered_camera_keys)
-        section = (
-            "## Fast-WAM (lerobot-fastwam plugin)\n\n"
-            "This checkpoint needs the Fast-WAM plugin next to LeRobot:\n\n"
-            "```bash\npip install lerobot_policy_fastwam\n```\n\n"
-            "Without it, LeRobot's built-in `fastwam` policy reads this config and refuses its fields.\n\n"
-            f"- Trained on `{dataset_repo_id}`" + (f" for {steps} steps" if steps else "") + f", variant "
-            f"`{c.variant}` (video loss weight {c.video_loss_weight:g}), preset `{c.preset}`, "
-            f"{c.num_layers} layers, compute dtype {c.dtype}.\n"
-            f"- Cameras {cameras} tiled `{c.camera_layout}` into {c.image_size[0]}x{c.image_size[1]} "
-            f"(`camera_fit={c.camera_fit}`); chunk {c.chunk_size}, {c.n_action_steps} actions run per chunk.\n"
-            f"- Evaluate: `lerobot-eval --policy.path={path} --env.type=<env> --eval.batch_size=1`\n"
-            f'- On a robot: `lerobot-rollout --policy.path={path} --robot.type=<robot> --task="..." '
-            "--inference.type=rtc`\n\n"
-        )
+        section = fastwam_card_section(self.config, dataset_repo_id, getattr(cfg, "steps", None))
         card.text = section + card.text
         return card
 
@@ -315,16 +305,10 @@ class FastWAMPolicy(PreTrainedPolicy):
         """Normalised latents of the current frame ``[B, C, 1, h, w]`` (inference)."""
         if LATENTS_KEY in batch:
             latents = batch[LATENTS_KEY].float()[:, :, :1]
-            check_finite(latents, LATENTS_KEY, "Recompute the precomputed latents (lerobot-fastwam cache).")
+            safety.check_finite(latents, LATENTS_KEY, safety.PRECOMPUTED_FIX)
             return latents
         latents = self.normalize_latents(self.latent_encoder(current_frame(batch, self.config)))
-        check_finite(  # the frames were checked: the VAE or the latent statistics made these
-            latents,
-            "first-frame latents",
-            "The VAE turned finite camera frames into them: its weights are corrupt or it overflowed in its dtype "
-            "(reload the VAE, or run with --policy.dtype=float32), or the checkpoint's latent_mean/latent_std "
-            "are not finite.",
-        )
+        safety.check_finite(latents, "first-frame latents", safety.VAE_FIX)  # from finite frames: the VAE made these
         return latents
 
     def _training_latents(self, batch: dict[str, Any]) -> Tensor:
@@ -353,18 +337,14 @@ class FastWAMPolicy(PreTrainedPolicy):
     def _text_context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
         tasks = self._prompts(batch, batch_size)
         if tasks is None:
-            text, fix = batch[TEXT_CONTEXT_KEY], "Recompute the precomputed text context (lerobot-fastwam cache)."
+            text, fix = batch[TEXT_CONTEXT_KEY], safety.PRECOMPUTED_FIX
         elif self._latent_cache is not None and self.training:
             device = next(self.model.parameters()).device
             text = self._latent_cache.text_context(list(tasks)).to(device, non_blocking=True)
-            fix = "The latent cache's text contexts are damaged: rebuild it (lerobot-fastwam cache)."
+            fix = safety.LATENT_CACHE_FIX
         else:
-            text = self.prompt_encoder(list(tasks))
-            fix = (
-                "umT5 made them from the task text: its weights are corrupt, or it overflowed in float16 "
-                "(run with --policy.dtype=bfloat16 or float32)."
-            )
-        check_finite(text, "text context", fix)
+            text, fix = self.prompt_encoder(list(tasks)), safety.UMT5_FIX
+        safety.check_finite(text, "text context", fix)
         return text
 
     def _state(self, batch: dict[str, Any]) -> Tensor | None:
@@ -384,16 +364,16 @@ class FastWAMPolicy(PreTrainedPolicy):
                 f"`{OBS_STATE}` has {state.shape[-1]} values, the policy expects {dim}. Check the robot "
                 "or dataset matches the one the policy was trained on."
             )
-        check_finite(state, OBS_STATE)
+        safety.check_finite(state, OBS_STATE)
         if not self.training:  # a training batch is the dataset's own: its range is the training range
-            check_magnitude(state, OBS_STATE, self.config.max_normalized_input)
+            safety.check_magnitude(state, OBS_STATE, self.config.max_normalized_input)
         return state
 
     def _context(self, batch: dict[str, Any], batch_size: int) -> Tensor:
         return self.model.build_context(self._text_context(batch, batch_size), self._state(batch))
 
     def _check_observation(self, batch: dict[str, Any]) -> int:
-        return check_observation(batch, self.config.ordered_camera_keys, self.config.state_dim is not None)
+        return safety.check_observation(batch, self.config.ordered_camera_keys, self.config.state_dim is not None)
 
     # ------------------------------------------------------------------------------------------------
     # Training
@@ -420,7 +400,7 @@ class FastWAMPolicy(PreTrainedPolicy):
                 f"`action` must be [batch, {cfg.chunk_size}, {cfg.action_dim}], got {tuple(actions.shape)}."
             )
         where = batch.get("index")
-        check_finite(
+        safety.check_finite(
             actions,
             ACTION,
             "The dataset's recorded actions are not finite"
@@ -486,10 +466,10 @@ class FastWAMPolicy(PreTrainedPolicy):
         if not enabled or prev_chunk_left_over is None:
             return None
         cfg = self.config
-        check_rtc_leftover(prev_chunk_left_over, batch_size, cfg.chunk_size, cfg.action_dim, cfg.max_normalized_input)
-        for name, value, low in (("inference_delay", inference_delay, 0), ("execution_horizon", execution_horizon, 1)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"`{name}` must be an integer >= {low} (action steps), got {value!r}.")
+        safety.check_rtc_arguments(
+            prev_chunk_left_over, inference_delay, execution_horizon, batch_size, cfg.chunk_size, cfg.action_dim,
+            cfg.max_normalized_input,
+        )  # fmt: skip
         return rtc_guidance(self.rtc_processor, prev_chunk_left_over, inference_delay or 0, execution_horizon)
 
     @torch.no_grad()
@@ -501,7 +481,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         prev_chunk_left_over: Tensor | None = None,
         execution_horizon: int | None = None,
     ) -> Tensor:
-        """``[B, chunk_size, action_dim]`` normalised actions; never NaN or Inf (``NonFiniteActionError``).
+        """``[B, chunk_size, action_dim]`` normalised actions; never NaN or Inf (``safety.NonFiniteActionError``).
 
         The variant's sampler (``FastWAM.sample``). With ``save_predicted_video`` it also keeps the chunk's
         video in ``last_predicted_latents`` (Fast-WAM then imagines the future too; Joint and IDM generate it
@@ -530,9 +510,9 @@ class FastWAMPolicy(PreTrainedPolicy):
         if keep_video:
             self.last_predicted_latents = torch.cat([latents.float(), future.float()], dim=2).cpu()
         if not torch.isfinite(actions).all():
-            raise NonFiniteActionError(
+            raise safety.NonFiniteActionError(
                 "Fast-WAM predicted a non-finite action chunk; it is not sent to the robot. Cause: "
-                + diagnose_non_finite_actions(self.model, self._state(batch))
+                + safety.diagnose_non_finite_actions(self.model, self._state(batch))
             )
         return actions
 

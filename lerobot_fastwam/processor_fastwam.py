@@ -2,6 +2,8 @@
 
 Pre: rename -> add batch dim -> device -> camera resize -> normalise (state/action; images stay in [0, 1]).
 Post: unnormalise -> action guard (refuse non-finite, clamp to the training range; ``safety.py``) -> CPU.
+Statistics of the wrong shape for their feature are refused when the pipelines are built
+(``checkpoints/consistency.py``; a checkpoint's are checked when its policy loads).
 The step names LeRobot's scripts override (``rename_observations_processor``, ``device_processor``) are
 LeRobot's own steps; our steps have names of their own.
 """
@@ -23,6 +25,7 @@ from lerobot.processor import (
     make_policy_processor_pipelines,
 )
 
+from .checkpoints.consistency import check_stats, dataset_source
 from .configuration_fastwam import FastWAMConfig
 from .data.camera_layout import fit_camera
 from .safety import FastWAMActionGuardStep, action_range
@@ -88,6 +91,11 @@ def make_fastwam_pre_post_processors(
 ) -> tuple[
     PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]
 ]:
+    # LeRobot's normaliser would broadcast statistics of a wrong length, or fail at the first step. Non-finite ones
+    # are left to the pipelines' own checks (``safety.py``), which refuse them at the first step.
+    if dataset_stats is not None:
+        features = {**config.input_features, **config.output_features}
+        check_stats(dataset_stats, features, config.normalization_mapping, *dataset_source(), nan_fix=None)
     # Images are not normalised: the VAE boundary maps [0, 1] to [-1, 1] itself.
     steps = make_default_policy_processor_steps(config, dataset_stats)
     sizes = {key: list(size) for key, size in config.camera_tile_sizes.items()}

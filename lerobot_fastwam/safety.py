@@ -6,8 +6,8 @@ problem and the fix, never run on silently:
 - ``check_observation``: the structure of an observation batch (tensors, batch dimension, channel order,
   dtype, one batch size for every camera, the state and the tasks) before anything is encoded.
 - ``check_finite``: NaN/Inf in an input, with the fix for where it came from; ``check_magnitude``: a normalised
-  input far outside the training range; ``check_rtc_leftover``: the previous chunk that real-time chunking
-  continues.
+  input far outside the training range; ``check_rtc_arguments``: the previous chunk that real-time chunking
+  continues, and its delay and horizon.
 - ``NonFiniteActionError``: raised when an action chunk is not finite, with the cause found
   (``diagnose_non_finite_actions``). The policy checks its own output; the post-processor's
   ``FastWAMActionGuardStep`` checks the unnormalised action again (bad normalisation statistics make a finite
@@ -42,6 +42,19 @@ SENSOR_FIX = (
 )
 
 
+# Where a non-finite network input came from, and the fix (``check_finite``'s ``fix``).
+PRECOMPUTED_FIX = "Recompute the precomputed inputs (lerobot-fastwam cache)."
+LATENT_CACHE_FIX = "The latent cache's text contexts are damaged: rebuild it (lerobot-fastwam cache)."
+VAE_FIX = (
+    "The VAE turned finite camera frames into them: its weights are corrupt or it overflowed in its dtype "
+    "(reload the VAE, or run with --policy.dtype=float32), or the checkpoint's latent_mean/latent_std are not finite."
+)
+UMT5_FIX = (
+    "umT5 made them from the task text: its weights are corrupt, or it overflowed in float16 (run with "
+    "--policy.dtype=bfloat16 or float32)."
+)
+
+
 def check_finite(tensor: Tensor, name: str, fix: str = SENSOR_FIX) -> None:
     """Refuse NaN/Inf in ``tensor``; ``fix`` says what to do about it where it came from."""
     if not torch.isfinite(tensor).all():
@@ -70,11 +83,21 @@ def check_magnitude(tensor: Tensor, name: str, limit: float | None) -> None:
         )
 
 
-def check_rtc_leftover(
-    leftover: Tensor, batch_size: int, chunk_size: int, action_dim: int, limit: float | None
+def check_rtc_arguments(
+    leftover: Tensor,
+    inference_delay: int | None,
+    execution_horizon: int | None,
+    batch_size: int,
+    chunk_size: int,
+    action_dim: int,
+    limit: float | None,
 ) -> None:
-    """Refuse a previous chunk that LeRobot's ``RTCProcessor`` would silently pad or broadcast: it zero-pads missing
-    action dims (steering those joints toward 0) and broadcasts one row over a batch."""
+    """Refuse real-time-chunking arguments that LeRobot's ``RTCProcessor`` would silently use wrongly: it zero-pads
+    missing action dims of the previous chunk (steering those joints toward 0) and broadcasts one row over a
+    batch."""
+    for arg, value, low in (("inference_delay", inference_delay, 0), ("execution_horizon", execution_horizon, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise ValueError(f"`{arg}` must be an integer >= {low} (action steps), got {value!r}.")
     name = "prev_chunk_left_over"
     if not isinstance(leftover, Tensor) or not leftover.is_floating_point():
         raise TypeError(f"`{name}` must be a float tensor [T, A] or [B, T, A], got {type(leftover).__name__}.")

@@ -61,7 +61,7 @@ def _require(condition: bool, message: str) -> None:
 @contextlib.contextmanager
 def load_translated_builtin_config(name_or_path, hub_kwargs: dict[str, Any]):
     """Yield a path whose config.json the plugin can parse: the original, or a translated temporary copy."""
-    config_file = _config_file(name_or_path, hub_kwargs)
+    config_file = checkpoint_file(name_or_path, "config.json", hub_kwargs)
     fields, is_builtin = _plugin_fields(config_file) if config_file else ({}, False)
     if not is_builtin:
         yield name_or_path
@@ -79,7 +79,7 @@ def load_translated_builtin_config(name_or_path, hub_kwargs: dict[str, Any]):
 def read_saved_config(name_or_path, hub_kwargs: dict[str, Any]) -> dict[str, Any] | None:
     """A checkpoint's config.json as the plugin's fields (a built-in config translated); None when it has none
     that can be read (LeRobot's own loader reports that where it matters)."""
-    config_file = _config_file(name_or_path, hub_kwargs)
+    config_file = checkpoint_file(name_or_path, "config.json", hub_kwargs)
     try:
         return _plugin_fields(config_file)[0] if config_file else None
     except (OSError, ValueError):
@@ -94,15 +94,17 @@ def _plugin_fields(config_file: str) -> tuple[dict[str, Any], bool]:
     return raw, False
 
 
-def _config_file(name_or_path, hub_kwargs: dict[str, Any]) -> str | None:
+def checkpoint_file(name_or_path, filename: str, hub_kwargs: dict[str, Any]) -> str | None:
+    """The local path of a checkpoint's file (a directory's, or downloaded from its Hub repository); None when the
+    checkpoint has none or it cannot be had."""
     path = Path(str(name_or_path))
     if path.is_dir():
-        return str(path / "config.json") if (path / "config.json").exists() else None
+        return str(path / filename) if (path / filename).exists() else None
     from huggingface_hub import hf_hub_download  # noqa: PLC0415
 
     keys = ("revision", "cache_dir", "force_download", "proxies", "token", "local_files_only")
     try:
-        return hf_hub_download(str(name_or_path), "config.json", **{k: hub_kwargs[k] for k in keys if k in hub_kwargs})
+        return hf_hub_download(str(name_or_path), filename, **{k: hub_kwargs[k] for k in keys if k in hub_kwargs})
     except Exception:  # LeRobot's own loader reports the failure with its message
         return None
 

@@ -119,35 +119,73 @@ def official_shapes(config, action_dim: int, state_dim: int | None) -> dict[str,
     return {official_key(f"model.{k}"): tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def architecture_from_weights(state: dict[str, torch.Tensor], num_heads: int | None) -> dict[str, int | None]:
-    """Every size of the model that the weights determine. The head count they do not: it is given, or (None)
-    the head count of the released Wan model of that width."""
+def read_run_config(checkpoint: str) -> tuple[Path, dict[str, Any]] | None:
+    """The config of the official training run that wrote ``checkpoint``: (its path, its ``model`` section), or None.
+
+    The weights do not record the head count (Wan's q/k norms span all heads), only this config does. The official
+    training writes it as ``<run>/config.yaml`` (Hydra also as ``<run>/.hydra/config.yaml``) and its checkpoints as
+    ``<run>/checkpoints/weights/step_<N>.pt``, so it is looked for in the checkpoint's folder and two above."""
+    import yaml  # noqa: PLC0415
+
+    for folder in Path(checkpoint).resolve().parents[:3]:
+        for path in (folder / "config.yaml", folder / ".hydra" / "config.yaml"):
+            try:
+                raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+            except (OSError, yaml.YAMLError):
+                continue
+            model = raw.get("model", raw) if isinstance(raw, dict) else None
+            if isinstance(model, dict) and isinstance(model.get("video_dit_config"), dict):
+                return path, model
+    return None
+
+
+def _heads_of_run(run: tuple[Path, dict[str, Any]], hidden: int, sizes: dict[str, int | None]) -> int:
+    """The head count a run's config gives, after checking that it describes these weights (video width
+    ``hidden``, the other ``sizes`` of ``architecture_from_weights``)."""
+    path, model = run
+    video, action = model["video_dit_config"], model.get("action_dit_config") or {}
+    expected = {
+        ("video_dit_config", "hidden_dim"): hidden,
+        ("video_dit_config", "ffn_dim"): sizes["video_ffn_dim"],
+        ("video_dit_config", "num_layers"): sizes["num_layers"],
+        ("video_dit_config", "text_dim"): sizes["text_dim"],
+        ("video_dit_config", "freq_dim"): sizes["freq_dim"],
+        ("video_dit_config", "in_dim"): sizes["latent_channels"],
+        ("action_dit_config", "hidden_dim"): sizes["action_hidden_dim"],
+        ("action_dit_config", "ffn_dim"): sizes["action_ffn_dim"],
+    }
+    sections = {"video_dit_config": video, "action_dit_config": action}
+    differ = [
+        f"{section}.{key} {sections[section][key]} (weights: {value})"
+        for (section, key), value in expected.items()
+        if key in sections[section] and sections[section][key] != value
+    ]
+    heads, head_dim = video.get("num_heads"), video.get("attn_head_dim")
+    if not isinstance(heads, int) or heads < 1 or hidden % heads or head_dim not in (None, hidden // heads):
+        differ.append(f"video_dit_config.num_heads {heads}, attn_head_dim {head_dim} (weights: width {hidden})")
+    if differ:
+        raise ConversionError(
+            f"{path}, the training run's config found next to the checkpoint, does not describe its weights: "
+            f"{', '.join(differ)}. Convert the checkpoint of the run this config belongs to, or move the config away."
+        )
+    return heads
+
+
+def architecture_from_weights(
+    state: dict[str, torch.Tensor], num_heads: int | None, run: tuple[Path, dict[str, Any]] | None = None
+) -> dict[str, int | None]:
+    """Every size of the model that the weights determine. The head count they do not: it is that of the training
+    run's config (``read_run_config``) when there is one, else the one given, else (None) that of the released Wan
+    model of that width. A given head count that contradicts the run's config or the released model is refused."""
     check_checkpoint_keys(state, dict.fromkeys(_ARCHITECTURE_KEYS), exhaustive=False)
 
     def shape(name: str) -> torch.Size:
         return state[f"mot.mixtures.{name}"].shape
 
     hidden = shape("video.patch_embedding.weight")[0]
-    known = WAN_HEADS.get(hidden)
-    if num_heads is None and known is None:
-        raise ConversionError(
-            f"The checkpoint's video width {hidden} is not a released Wan width ({sorted(WAN_HEADS)}), so the head "
-            f"count is unknown: pass --num-heads (it must divide {hidden} into an even head size)."
-        )
-    num_heads = known if num_heads is None else num_heads
-    if num_heads < 1 or hidden % num_heads or (hidden // num_heads) % 2 or known not in (None, num_heads):
-        fix = (
-            f"Wan width {hidden} has {known} heads of 128: pass --num-heads {known} or leave it out"
-            if known
-            else f"pass a --num-heads that divides {hidden} into an even head size"
-        )
-        raise ConversionError(f"--num-heads {num_heads} does not fit the checkpoint's video width {hidden}; {fix}.")
-    layers = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("mot.mixtures.video.blocks."))
     state_weight = state.get("proprio_encoder.weight")
-    return {
-        "num_layers": layers,
-        "num_heads": num_heads,
-        "head_dim": hidden // num_heads,
+    sizes = {
+        "num_layers": 1 + max(int(k.split(".")[4]) for k in state if k.startswith("mot.mixtures.video.blocks.")),
         "video_ffn_dim": shape("video.blocks.0.ffn.0.weight")[0],
         "action_hidden_dim": shape("action.action_encoder.weight")[0],
         "action_ffn_dim": shape("action.blocks.0.ffn.0.weight")[0],
@@ -157,6 +195,27 @@ def architecture_from_weights(state: dict[str, torch.Tensor], num_heads: int | N
         "action_dim": shape("action.action_encoder.weight")[1],
         "state_dim": None if state_weight is None else state_weight.shape[1],
     }
+    if run is not None:
+        known = _heads_of_run(run, hidden, sizes)
+        said = f"{run[0]}, the config of its training run, gives {known} heads of {hidden // known}"
+    else:
+        known = WAN_HEADS.get(hidden)
+        said = f"Wan width {hidden} has {known} heads of 128"
+    if num_heads is None and known is None:
+        raise ConversionError(
+            f"The checkpoint's video width {hidden} is not a released Wan width ({sorted(WAN_HEADS)}), and no config "
+            "of its training run (config.yaml) is next to it, so the head count is unknown: pass --num-heads (it "
+            f"must divide {hidden} into an even head size)."
+        )
+    num_heads = known if num_heads is None else num_heads
+    if num_heads < 1 or hidden % num_heads or (hidden // num_heads) % 2 or known not in (None, num_heads):
+        fix = (
+            f"{said}: pass --num-heads {known} or leave it out"
+            if known
+            else f"pass a --num-heads that divides {hidden} into an even head size"
+        )
+        raise ConversionError(f"--num-heads {num_heads} does not fit the checkpoint's video width {hidden}; {fix}.")
+    return {**sizes, "num_heads": num_heads, "head_dim": hidden // num_heads}
 
 
 def load_official_stats(

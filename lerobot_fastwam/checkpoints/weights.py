@@ -1,8 +1,11 @@
 """Weights in and out of a ``FastWAMPolicy``: strict safetensors loading, random materialisation, fp32 masters,
 and the action expert's initialisation from the video expert.
 
-- ``read_weights``: a checkpoint's ``model.safetensors`` -> a state dict in the policy's layout and compute
-  dtype (a built-in ``fastwam`` checkpoint is translated), refusing a damaged file or non-finite weights.
+- ``save_weights`` / ``read_weights``: a state dict <-> a checkpoint's ``model.safetensors``. The file carries a
+  SHA-256 of its tensors in its metadata (``CHECKSUM_KEY``), written at save and verified at load, so a bit flipped
+  on disk or in a download is refused even where it leaves the weights finite. ``read_weights`` returns the
+  policy's layout and compute dtype (a built-in ``fastwam`` checkpoint is translated), refusing a damaged file
+  or non-finite weights; files without a checksum (LeRobot's built-in, earlier versions) load with a notice.
 - ``assign_weights``: strict: every missing, unexpected, mis-shaped or wrong-kind tensor is named.
 - ``materialize_random``: the network is built on the meta device; a fresh policy allocates what is still
   there. ``accelerate``'s ``init_empty_weights`` + ``Module.to_empty`` would not do the same here: ``to_empty``
@@ -17,16 +20,76 @@ and the action expert's initialisation from the video expert.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import hashlib
+import json
+import logging
+import mmap
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from .wan_layout import is_wan_layout, wan_layout_to_plugin
 
+logger = logging.getLogger(__name__)
+
 FROZEN_ENCODERS = ("latent_encoder.", "prompt_encoder.")  # rebuilt from the config, never stored
+
+CHECKSUM_KEY = "fastwam_sha256"  # safetensors metadata: the checksum of the file's tensors (_combine)
+
+_HASH_THREADS = min(8, os.cpu_count() or 1)  # hashlib releases the GIL, so tensors hash in parallel
+
+
+def _combine(digests: Iterable[tuple[str, list[int], str]]) -> str:
+    """One SHA-256 over each tensor's name, shape and SHA-256 of its bytes, in name order: independent of the
+    order safetensors lays the tensors out in, and computable tensor by tensor (in parallel)."""
+    outer = hashlib.sha256()
+    for name, shape, digest in sorted(digests):
+        outer.update(f"{name} {shape} {digest}\n".encode())
+    return outer.hexdigest()
+
+
+def tensors_checksum(tensors: dict[str, Tensor]) -> str:
+    """The checksum of ``tensors`` as ``save_file`` writes them (contiguous, little-endian bytes)."""
+
+    def digest(item: tuple[str, Tensor]) -> tuple[str, list[int], str]:
+        name, tensor = item
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        return name, list(tensor.shape), hashlib.sha256(data).hexdigest()
+
+    with ThreadPoolExecutor(_HASH_THREADS) as pool:
+        return _combine(pool.map(digest, tensors.items()))
+
+
+def file_checksum(model_file: str | Path) -> tuple[str | None, str | None]:
+    """``(stored, found)``: the checksum in a safetensors file's metadata and that of the tensors in it, or
+    ``(None, None)`` when it stores none. The file is read through a memory map, so no tensor is copied."""
+    with open(model_file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        stored = (header.pop("__metadata__", None) or {}).get(CHECKSUM_KEY)
+        if stored is None:
+            return None, None
+        with memoryview(data) as view:
+
+            def digest(item: tuple[str, dict]) -> tuple[str, list[int], str]:
+                name, entry = item
+                start, end = (8 + size + offset for offset in entry["data_offsets"])
+                return name, entry["shape"], hashlib.sha256(view[start:end]).hexdigest()
+
+            with ThreadPoolExecutor(_HASH_THREADS) as pool:
+                return stored, _combine(pool.map(digest, header.items()))
+
+
+def save_weights(state_dict: dict[str, Tensor], model_file: str | Path) -> None:
+    """Write ``state_dict`` as safetensors with its checksum in the metadata (verified by ``read_weights``)."""
+    tensors = {key: value.detach().contiguous() for key, value in state_dict.items()}
+    save_file(tensors, str(model_file), metadata={CHECKSUM_KEY: tensors_checksum(tensors)})
 
 
 def read_weights(model_file: str | Path, device: str, compute_dtype: torch.dtype) -> dict[str, Tensor]:
@@ -40,6 +103,18 @@ def read_weights(model_file: str | Path, device: str, compute_dtype: torch.dtype
             f"{model_file} ({size} bytes) is not a readable safetensors file ({err}): it is empty, truncated "
             "(an interrupted download or save) or not a Fast-WAM checkpoint. Re-download or re-save it."
         ) from err
+    stored, found = file_checksum(model_file)
+    if stored is None:
+        logger.info(
+            "%s carries no checksum (saved by LeRobot's built-in fastwam or an earlier version of the plugin or "
+            "of lerobot-fastwam convert): its weights are checked for shape and finiteness only.",
+            model_file,
+        )
+    elif stored != found:
+        raise ValueError(
+            f"{model_file} does not match the checksum written when it was saved (SHA-256 of its tensors: "
+            f"expected {stored}, found {found}): the file is corrupt or was edited. Re-download or re-save it."
+        )
     if is_wan_layout(list(state_dict)):  # saved by LeRobot's built-in fastwam
         state_dict = wan_layout_to_plugin(state_dict)
     # CPU tensors from safe_open are views of the memory-mapped file: each is copied (or converted) once, so

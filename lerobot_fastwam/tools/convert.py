@@ -41,18 +41,20 @@ def convert(args: argparse.Namespace) -> Path:
     from lerobot.configs import FeatureType, NormalizationMode, PolicyFeature
     from lerobot.policies.fastwam.processor_fastwam import FastWAMActionToggleProcessorStep
     from lerobot.utils.constants import ACTION, OBS_STATE
-    from safetensors.torch import save_file
 
     from ..checkpoints.official import (
         OFFICIAL_NORM_MODES,
+        WAN_HEADS,
         ConversionError,
         architecture_from_weights,
         check_checkpoint_keys,
         load_official_stats,
         official_shapes,
         read_official_checkpoint,
+        read_run_config,
     )
     from ..checkpoints.wan_layout import wan_layout_to_plugin
+    from ..checkpoints.weights import save_weights
     from ..data.camera_layout import tile_sizes
     from ..processor_fastwam import make_fastwam_pre_post_processors
 
@@ -65,7 +67,15 @@ def convert(args: argparse.Namespace) -> Path:
             + (", or add --overwrite to replace the converted files in it." if out.is_dir() else ".")
         )
     state = read_official_checkpoint(args.checkpoint)
-    arch = architecture_from_weights(state, args.num_heads)
+    run = read_run_config(args.checkpoint)
+    arch = architecture_from_weights(state, args.num_heads, run)
+    if run is None and args.num_heads is not None and WAN_HEADS.get(arch["num_heads"] * arch["head_dim"]) is None:
+        logging.info(
+            "The weights do not record the head count; --num-heads %d is taken as given (no config.yaml of the "
+            "training run next to %s to check it against).",
+            args.num_heads,
+            args.checkpoint,
+        )
     action_dim, state_dim = arch.pop("action_dim"), arch.pop("state_dim")
     for key, value in CONVERSION_DEFAULTS[args.benchmark].items():
         if getattr(args, key) is None:
@@ -104,7 +114,7 @@ def convert(args: argparse.Namespace) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     config._save_pretrained(out)
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
+    save_weights(weights, out / "model.safetensors")
     pre.save_pretrained(out)
     post.save_pretrained(out)
     logging.info("Converted %s -> %s (%d tensors).", args.checkpoint, out, len(weights))

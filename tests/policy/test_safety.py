@@ -256,9 +256,9 @@ def test_non_finite_latents_and_text_are_named_by_their_source(policy, monkeypat
     monkeypatch.undo()
 
     precomputed = {**batch, TEXT_CONTEXT_KEY: nan_like(text)}
-    with pytest.raises(ValueError, match="Recompute the precomputed text context"):
+    with pytest.raises(ValueError, match="text context` contains NaN.*Recompute the precomputed inputs"):
         policy.predict_action_chunk(precomputed)
-    with pytest.raises(ValueError, match="Recompute the precomputed latents"):
+    with pytest.raises(ValueError, match="fastwam.latents` contains NaN.*Recompute the precomputed inputs"):
         policy.predict_action_chunk({**batch, LATENTS_KEY: nan_like(good_latents)})
 
 
