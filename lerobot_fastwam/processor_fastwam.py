@@ -91,11 +91,12 @@ def make_fastwam_pre_post_processors(
 ) -> tuple[
     PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]
 ]:
-    # LeRobot's normaliser would broadcast statistics of a wrong length, or fail at the first step. Non-finite ones
-    # are left to the pipelines' own checks (``safety.py``), which refuse them at the first step.
+    # LeRobot's normaliser would broadcast statistics of a wrong length, or fail at the first step; non-finite ones
+    # would be found only at the first step, blamed on the normalised input.
     if dataset_stats is not None:
         features = {**config.input_features, **config.output_features}
-        check_stats(dataset_stats, features, config.normalization_mapping, *dataset_source(), nan_fix=None)
+        source, fix = dataset_source()
+        check_stats(dataset_stats, features, config.normalization_mapping, source, fix, nan_fix=fix)
     # Images are not normalised: the VAE boundary maps [0, 1] to [-1, 1] itself.
     steps = make_default_policy_processor_steps(config, dataset_stats)
     sizes = {key: list(size) for key, size in config.camera_tile_sizes.items()}

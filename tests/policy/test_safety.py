@@ -69,21 +69,14 @@ def test_an_absurd_finite_state_is_refused_not_extrapolated(policy):
     assert torch.isfinite(policy.predict_action_chunk(batch)).all()
 
 
-def test_nan_action_stats_are_caught_by_the_post_processor():
+@pytest.mark.parametrize(("key", "stat"), [("action", "std"), ("observation.state", "mean")])
+def test_nan_dataset_stats_are_refused_when_the_processors_are_built_naming_the_dataset(key, stat):
+    """Before, NaN action stats surfaced at the first action and NaN state stats at the first step, blamed on the
+    checkpoint's preprocessor file."""
     stats = _stats()
-    stats["action"]["std"][2] = float("nan")
-    _, post = make_fastwam_pre_post_processors(make_config(action_clamp_margin=None), stats)
-    with pytest.raises(NonFiniteActionError, match="action normalisation statistics"):
-        post(torch.zeros(1, ACTION_DIM))
-
-
-def test_nan_state_stats_are_refused_before_the_network_runs(policy):
-    stats = _stats()
-    stats["observation.state"]["mean"][0] = float("nan")
-    pre, _ = make_fastwam_pre_post_processors(policy.config, stats)
-    obs = observation(policy.config, batch_size=1)
-    with pytest.raises(ValueError, match=r"`observation.state` contains NaN.*normalisation statistics"):
-        policy.predict_action_chunk(pre(obs))
+    stats[key][stat][2] = float("nan")
+    with pytest.raises(ValueError, match=rf"dataset statistics.*`{key}` {stat}\[2\] is nan.*recompute_stats"):
+        make_fastwam_pre_post_processors(make_config(action_clamp_margin=None), stats)
 
 
 # ------------------------------------------------------------------------------------------------------------
