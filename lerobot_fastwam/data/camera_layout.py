@@ -65,6 +65,37 @@ def tile(layout: str, images: list[torch.Tensor]) -> torch.Tensor:
 
 FITS = ("crop", "pad")
 
+MIN_FRAME_SIDE = 8  # pixels; a smaller side holds no picture (a 1x1 frame is one colour): a broken camera or shape
+MAX_UPSCALE = 8  # a frame side stretched more than this many times to its tile gives the policy a blur, not a scene
+MAX_ASPECT_MISMATCH = 4.0  # this far off the tile's aspect, a crop keeps under 1/4 of the frame, a pad is 3/4 black
+
+
+def check_frame_size(key: str, src_h: int, src_w: int, height: int, width: int, crop_box=None) -> None:
+    """Refuse a frame no fit makes sense of (empty, tiny or absurdly shaped for its tile) instead of upscaling it
+    into a blur or failing deep in a reshape; real cameras (QVGA to 4K, 4:3 to 16:9) stay within the thresholds."""
+    if not src_h or not src_w:
+        problem = "is empty (the camera delivered no image)"
+    elif min(src_h, src_w) < MIN_FRAME_SIDE or src_h * MAX_UPSCALE < height or src_w * MAX_UPSCALE < width:
+        problem = (
+            f"is too small: a side under {MIN_FRAME_SIDE} pixels, or over {MAX_UPSCALE}x shorter than the tile's, "
+            "would be upscaled into a blur"
+        )
+    else:
+        mismatch = max(src_w * height / (src_h * width), src_h * width / (src_w * height))
+        if mismatch <= MAX_ASPECT_MISMATCH:
+            return
+        problem = (
+            f"has an aspect ratio {mismatch:.1f}x off the tile's (at most {MAX_ASPECT_MISMATCH:g}x is fitted): a "
+            "crop would keep under a quarter of it, a pad would leave the tile mostly black"
+        )
+    source = f"The {src_h}x{src_w} crop box {list(crop_box)}" if crop_box is not None else f"A {src_h}x{src_w} frame"
+    raise ValueError(
+        f"{source} of camera `{key}` {problem}; the checkpoint fits this camera to a {height}x{width} tile. Check "
+        "the camera's resolution (its width and height in the robot's camera config) and that frames are "
+        "channels-first [..., 3, H, W]; for a camera this far from the trained one, set `--policy.camera_crops` "
+        "or train with a matching `--policy.image_size`."
+    )
+
 
 def check_crop_box(key: str, box: list[int] | tuple[int, ...], height: int | None = None, width: int | None = None):
     """A crop box is ``(top, left, height, width)`` in the camera's pixels and lies inside the image."""
@@ -91,7 +122,7 @@ def fit_camera(
     frames are fitted keeping their aspect ratio: ``fit="crop"`` cuts the overflow equally from both sides,
     then resizes (a 640x480 camera in a square tile keeps its central 480x480),
     ``fit="pad"`` fits inside the tile and pads with black. A camera whose aspect ratio is the tile's is only
-    resized (both give the same pixels).
+    resized (both give the same pixels). Empty, tiny or absurdly shaped frames are refused (``check_frame_size``).
     """
     if crop_box is not None:
         if crop_size is not None and tuple(image.shape[-2:]) != tuple(crop_size):
@@ -106,6 +137,7 @@ def fit_camera(
     src_h, src_w = image.shape[-2:]
     if (src_h, src_w) == (height, width):
         return image
+    check_frame_size(key, src_h, src_w, height, width, crop_box)
     if key not in _RESIZE_LOGGED:
         how = "resizing" if src_h * width == src_w * height else f"resizing ({fit}, keeping the aspect ratio)"
         logger.info("Fast-WAM: %s camera %s from %dx%d to %dx%d.", how, key, src_h, src_w, height, width)

@@ -3,7 +3,7 @@
 lerobot-fastwam convert CHECKPOINT.pt --dataset-stats dataset_stats.json --output DIR
 lerobot-fastwam demo --task button-press-topdown-v3 --output DIR [--baseline act]
 lerobot-fastwam cache --dataset.repo_id=ID [--dataset.root=DIR] [--policy.<option>=... as for training]
-lerobot-fastwam serve [--host=H --port=P ... as for python -m lerobot.async_inference.policy_server]
+lerobot-fastwam serve [--host=H --port=P --rename_map='{...}' ... as LeRobot's policy_server]
 lerobot-fastwam memory --preset wan2.2-ti2v-5b [--recipe full frozen-video lora] [--batch-size N] [--gpu-memory-gb 24]
 """
 
