@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,10 @@ def logged_steps(result: subprocess.CompletedProcess) -> dict[int, tuple[float, 
     for match in LOG_LINE.finditer(result.stdout + result.stderr):
         steps[int(match.group(1))] = tuple(float(match.group(i)) for i in (2, 3, 4))
     return steps
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

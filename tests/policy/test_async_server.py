@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import logging
 import pickle  # nosec: the protocol LeRobot's client and server speak
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,10 +24,8 @@ from lerobot.async_inference.helpers import (  # noqa: E402
 from lerobot.transport import services_pb2, services_pb2_grpc  # noqa: E402
 from lerobot.transport.utils import grpc_channel_options, send_bytes_in_chunks  # noqa: E402
 
-from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors  # noqa: E402
-
-from ..helpers import make_policy  # noqa: E402
 from ..sim.fastwam_sim_arm import FastWAMSimArm, FastWAMSimArmConfig  # noqa: E402
+from .serving import running_server, save_checkpoint  # noqa: E402
 
 ACTION_DIM = STATE_DIM = 3  # the sim arm's joints are its state and its action
 CHUNK = 5
@@ -45,62 +40,17 @@ def _sim_arm(tmp_path) -> FastWAMSimArm:
     return FastWAMSimArm(config)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fastwam_tiny")
-    policy = make_policy(action_dim=ACTION_DIM, state_dim=STATE_DIM, num_inference_steps=2)
-    policy.save_pretrained(path)
-    zeros, ones = torch.zeros(STATE_DIM), torch.ones(STATE_DIM)
-    a0, a1 = torch.zeros(ACTION_DIM), torch.ones(ACTION_DIM)
-    stats = {
-        "observation.state": {"mean": zeros, "std": ones, "min": -ones, "max": ones},
-        "action": {"mean": a0, "std": a1, "min": -a1, "max": a1},
-    }
-    for pipeline in make_fastwam_pre_post_processors(policy.config, stats):
-        pipeline.save_pretrained(path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("fastwam_tiny"), ACTION_DIM, STATE_DIM, bound=1.0)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``lerobot-fastwam serve`` on a free loopback port, stopped with SIGTERM at the end: it must exit 0."""
-    port = _free_port()
-    cwd = tmp_path_factory.mktemp("server")  # LeRobot's server writes logs/ into its working directory
-    cmd = [sys.executable, "-m", "lerobot_fastwam.tools.cli", "serve", "--host=127.0.0.1", f"--port={port}"]
-    log = cwd / "serve.log"  # a file, not a pipe: a full pipe would block the server
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    address = f"127.0.0.1:{port}"
-    try:
-        with grpc.insecure_channel(address) as channel:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=1)
-                    break
-                except grpc.FutureTimeoutError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        proc.kill()
-                        proc.wait()
-                        pytest.fail(f"the server did not come up:\n{log.read_text()}")
+    """``lerobot-fastwam serve`` on a free loopback port; it must stop cleanly on SIGTERM."""
+    with running_server(tmp_path_factory.mktemp("server")) as (address, log):
         yield address
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)  # as `kill` or `docker stop` would; Ctrl-C takes the same path
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                pytest.fail(f"the server did not stop on SIGTERM:\n{log.read_text()}")
     output = log.read_text()
-    assert proc.returncode == 0, output
     assert "Traceback" not in output, output
     assert "lerobot-fastwam serve: stopped." in output, output
 

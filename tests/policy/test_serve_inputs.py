@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import pickle  # nosec: the protocol LeRobot's client and server speak
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors  
 from lerobot_fastwam.tools.cli import main  # noqa: E402
 
 from ..helpers import make_config, make_policy  # noqa: E402
+from .serving import running_server, save_checkpoint  # noqa: E402
 
 JOINTS = 3  # the robot's joints are its state and its action
 CHUNK = 5
@@ -43,60 +43,17 @@ SERVER_RENAME_MAP = '{"observation.images.front": "observation.images.cam0"}'
 STARTUP_TIMEOUT_S = 90
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny checkpoint whose action range is wide: no chunk is clamped, so chunks compare value by value."""
-    path = tmp_path_factory.mktemp("fastwam_tiny")
-    policy = make_policy(action_dim=JOINTS, state_dim=JOINTS, num_inference_steps=2)
-    policy.save_pretrained(path)
-    zeros, ones = torch.zeros(JOINTS), torch.ones(JOINTS)
-    stats = {
-        key: {"mean": zeros, "std": ones, "min": -100 * ones, "max": 100 * ones}
-        for key in ("observation.state", "action")
-    }
-    for pipeline in make_fastwam_pre_post_processors(policy.config, stats):
-        pipeline.save_pretrained(path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("fastwam_tiny"), JOINTS, JOINTS, bound=100.0)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``lerobot-fastwam serve --rename_map=...`` on a free loopback port: (address, its log file)."""
-    port = _free_port()
-    cwd = tmp_path_factory.mktemp("server")  # LeRobot's server writes logs/ into its working directory
-    cmd = [sys.executable, "-m", "lerobot_fastwam.tools.cli", "serve", "--host=127.0.0.1", f"--port={port}"]
-    log = cwd / "serve.log"  # a file, not a pipe: a full pipe would block the server
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*cmd, f"--rename_map={SERVER_RENAME_MAP}"], cwd=cwd, stdout=out, stderr=out)
-    address = f"127.0.0.1:{port}"
-    try:
-        with grpc.insecure_channel(address) as channel:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while True:
-                try:
-                    grpc.channel_ready_future(channel).result(timeout=1)
-                    break
-                except grpc.FutureTimeoutError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        proc.kill()
-                        proc.wait()
-                        pytest.fail(f"the server did not come up:\n{log.read_text()}")
-        yield address, log
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 0, log.read_text()
+    with running_server(tmp_path_factory.mktemp("server"), f"--rename_map={SERVER_RENAME_MAP}") as running:
+        yield running
 
 
 def _features(cameras: dict[str, tuple[int, int]]) -> dict[str, dict]:
