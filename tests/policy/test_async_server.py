@@ -5,7 +5,6 @@ most of it the server's imports."""
 
 from __future__ import annotations
 
-import logging
 import pickle  # nosec: the protocol LeRobot's client and server speak
 import sys
 import threading
@@ -80,22 +79,8 @@ def test_the_server_answers_the_robot_clients_calls_with_a_fastwam_chunk(server,
     assert torch.isfinite(actions).all()
 
 
-@pytest.fixture
-def keep_root_logging():
-    """Importing robot_client runs LeRobot's ``init_logging``: it replaces the root logger's handlers (console,
-    plus a DEBUG log file under ``logs/`` in the working directory). Put them back for the tests that follow."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def test_lerobots_robot_client_runs_a_fastwam_policy_through_the_server(
-    server, checkpoint, monkeypatch, tmp_path, keep_root_logging
+    server, checkpoint, monkeypatch, tmp_path, isolated_lerobot_logging
 ):
     """LeRobot's ``RobotClient``, unmodified, against the server: actions reach the robot."""
     monkeypatch.chdir(tmp_path)  # the client's log file goes to logs/ in the working directory

@@ -6,7 +6,6 @@ runs in a subprocess on loopback and is driven with the gRPC calls LeRobot's ``R
 
 from __future__ import annotations
 
-import logging
 import pickle  # nosec: the protocol LeRobot's client and server speak
 import socket
 import subprocess
@@ -159,21 +158,6 @@ def test_serve_refuses_a_frame_of_another_size_than_the_robot_announced(server, 
     assert "sent a 1x1 frame, but the robot announced 48x80 frames" in server[1].read_text()
 
 
-@pytest.fixture
-def isolated_logging(monkeypatch, tmp_path):
-    """Importing LeRobot's policy server runs its ``init_logging``: it replaces the root logger's handlers and
-    writes logs/ into the working directory. Keep both for the tests that follow."""
-    monkeypatch.chdir(tmp_path)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.mark.parametrize(
     ("option", "message"),
     [
@@ -187,7 +171,7 @@ def isolated_logging(monkeypatch, tmp_path):
         ("--port=abc", "`port`: Couldn't parse 'abc' into an int"),
     ],
 )
-def test_serve_refuses_invalid_options_up_front(isolated_logging, monkeypatch, option, message):
+def test_serve_refuses_invalid_options_up_front(isolated_lerobot_logging, monkeypatch, option, message):
     def accepted(*args, **kwargs):
         raise AssertionError(f"{option} was accepted: the server was about to start")
 
