@@ -303,9 +303,11 @@ class FastWAMConfig(PreTrainedConfig):
     # Deployment safety: actions leaving the post-processor are clamped to the training range (the dataset's
     # action min/max saved with the checkpoint) widened by this fraction of the range on each side; None: off.
     action_clamp_margin: float | None = 0.05
-    # The largest |value| a normalised state or RTC leftover may have at inference: a normalised value is of order
-    # 1, so 100 means a wrong sensor, wrong units or wrong statistics, and the input is refused; None: no check.
-    max_normalized_input: float | None = 100.0
+    # The largest |value| a normalised state or RTC leftover may have at inference, beyond which it is refused (None:
+    # no check). A normalised value is of order 1, but one that barely varied in training reaches hundreds from a
+    # harmless change (Meta-World's gripper, std 8e-4: 104 when the arm touched a wall); 1e4 and more is a wrong
+    # sensor, wrong units or wrong statistics.
+    max_normalized_input: float | None = 1e4
 
     # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, warm-up over the first 5 percent of the steps,
     # cosine decay to 1 percent of the peak, gradient clip 1.0)

@@ -63,9 +63,9 @@ def test_an_absurd_finite_state_is_refused_not_extrapolated(policy):
     """1e10 gives finite actions of about 1e7 when run; the limit refuses it with the fix."""
     batch = observation(policy.config)
     batch["observation.state"][0, 1] = 1e10
-    with pytest.raises(ValueError, match=r"at index \[1\].*max_normalized_input=100.*statistics"):
+    with pytest.raises(ValueError, match=r"at index \[1\].*max_normalized_input=10000.*statistics"):
         policy.predict_action_chunk(batch)
-    batch["observation.state"][0, 1] = 50.0  # far out, but within the limit: acted on
+    batch["observation.state"][0, 1] = 500.0  # far out (a value that barely varied in training), within the limit
     assert torch.isfinite(policy.predict_action_chunk(batch)).all()
 
 
