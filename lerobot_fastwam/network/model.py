@@ -317,7 +317,7 @@ class FastWAM(nn.Module):
     def _prompt_context_kv(self, prompts: tuple[str, ...], text: torch.Tensor) -> ContextKV:
         """Both experts' cross-attention keys/values over the text context ``[B, L, text_dim]`` of ``prompts``.
 
-        A robot runs one instruction for many chunks, and these were 12% of a one-step chunk at the paper's
+        A robot runs one instruction for many chunks, and these were 11% of a one-step chunk at the paper's
         widths (batch 4, CPU). They are computed once per distinct prompt and kept for the last chunk's prompts
         (one prompt: about 190 MB at the paper's 30 layers in fp32), and computed anew when the prompts, the
         dtype or autocast, or any weight (``_version``: optimiser steps and loads count) changes.
