@@ -494,10 +494,10 @@ class FastWAMPolicy(PreTrainedPolicy):
         """
         if self.training:
             self.eval()
-        batch_size = self._check_observation(batch)
-        guidance = self._rtc_guidance(inference_delay, prev_chunk_left_over, execution_horizon, batch_size)
+        self._check_observation(batch)
         latents = self._current_latents(batch)
-        batch_size = latents.shape[0]
+        batch_size = latents.shape[0]  # also with precomputed latents and one task string for the whole batch
+        guidance = self._rtc_guidance(inference_delay, prev_chunk_left_over, execution_horizon, batch_size)
         keep_video = self.config.save_predicted_video
         with self._autocast():
             context = self._context(batch, batch_size)

@@ -111,3 +111,16 @@ def test_rtc_delay_and_horizon_must_be_step_counts(rtc_policy):
     with pytest.raises(ValueError, match="execution_horizon` must be an integer >= 1"):
         rtc_policy.predict_action_chunk(batch, inference_delay=1, prev_chunk_left_over=leftover, execution_horizon=0)
     assert rtc_policy.predict_action_chunk(batch, inference_delay=1, prev_chunk_left_over=leftover).shape[0] == 1
+
+
+def test_rtc_rows_are_counted_from_the_batchs_latents():
+    """Precomputed latents for 2 samples, no state, one task string: a batch of 2, so a 2-row leftover fits."""
+    from lerobot_fastwam.modeling_fastwam import LATENTS_KEY
+
+    policy = _rtc_policy(state_dim=None)
+    latents = policy._current_latents(observation(policy.config, batch_size=2))
+    batch = {LATENTS_KEY: latents, "task": "press the button"}
+    chunk = policy.predict_action_chunk(batch, inference_delay=2, prev_chunk_left_over=torch.zeros(2, 5, 7))
+    assert chunk.shape[0] == 2
+    with pytest.raises(ValueError, match="1 row\\(s\\) for a batch of 2"):
+        policy.predict_action_chunk(batch, inference_delay=2, prev_chunk_left_over=torch.zeros(1, 5, 7))
