@@ -21,6 +21,7 @@ Start-up (imports, loading, warm-up) is excluded: the clock starts at the first 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -134,12 +135,14 @@ def run_rollout(mode: str, checkpoint: Path, fps: int, duration: float, log: Pat
         raise RuntimeError(f"lerobot-rollout ({mode}) failed:\n{result.stderr[-3000:]}")
 
 
-def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int, workdir: Path) -> None:
+@contextlib.contextmanager
+def policy_server(workdir: Path, fps: int, *extra: str):
+    """``lerobot-fastwam serve`` on a free loopback port (its output in ``workdir``); yields its address and
+    stops it with SIGTERM, as a service manager would."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server_log = workdir / f"serve_{fps}.log"
-    with open(server_log, "w") as out:
+    with open(workdir / f"serve_{fps}.log", "w") as out:
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -149,6 +152,7 @@ def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int
                 "--host=127.0.0.1",
                 f"--port={port}",
                 f"--fps={fps}",
+                *extra,
             ],
             cwd=workdir,
             stdout=out,
@@ -156,6 +160,17 @@ def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int
         )
     try:
         time.sleep(1.0)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int, workdir: Path) -> None:
+    with policy_server(workdir, fps) as address:
         code = CLIENT.format(
             sim=str(SIM),
             joints=JOINTS,
@@ -163,7 +178,7 @@ def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int
             checkpoint=str(checkpoint),
             chunk=chunk,
             task=TASK,
-            address=f"127.0.0.1:{port}",
+            address=address,
             fps=fps,
             duration=duration,
         )
@@ -171,15 +186,8 @@ def run_async(checkpoint: Path, fps: int, duration: float, log: Path, chunk: int
             [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=duration + 600
         )
         if result.returncode != 0:
-            raise RuntimeError(
-                f"RobotClient failed:\n{result.stderr[-3000:]}\nserver:\n{server_log.read_text()[-3000:]}"
-            )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            server_log = (workdir / f"serve_{fps}.log").read_text()
+            raise RuntimeError(f"RobotClient failed:\n{result.stderr[-3000:]}\nserver:\n{server_log[-3000:]}")
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

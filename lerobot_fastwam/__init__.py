@@ -2,18 +2,19 @@
 
 Importing this package makes the policy type ``fastwam`` resolve to this plugin in every LeRobot script,
 replacing the built-in ``lerobot.policies.fastwam`` (``plugin.py`` says what it changes in LeRobot and why), and
-registers the env type ``metaworld_cpu`` (``sim/metaworld.py``).
+registers the env type ``metaworld_cpu`` (``sim/metaworld.py``) and the simulated robot ``metaworld_arm``
+(``sim/metaworld_arm.py``); both import Meta-World itself only when used.
 
 The folder tree is the architecture (``docs/architecture.md``): the LeRobot face at this level (config, policy,
 processors, plugin, safety, optimizer presets), then ``network/``, ``encoders/``, ``data/``, ``checkpoints/``,
 ``sim/``, and the ``lerobot-fastwam`` command in ``tools/``.
 """
 
+from . import sim  # noqa: F401  (registers --env.type=metaworld_cpu and --robot.type=metaworld_arm)
 from .configuration_fastwam import FastWAMConfig, default_features
 from .modeling_fastwam import FastWAMPolicy
 from .plugin import install
 from .processor_fastwam import make_fastwam_pre_post_processors
-from .sim import metaworld  # noqa: F401  (registers --env.type=metaworld_cpu; imports metaworld itself lazily)
 
 install()
 

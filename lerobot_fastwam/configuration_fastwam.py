@@ -18,6 +18,7 @@ from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
 from .data.camera_layout import FITS, LAYOUTS, check_crop_box, tile_sizes
+from .data.embodiment import check_embodiment
 from .optim import AdamW8bitConfig, FusedAdamWConfig
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,8 @@ _RANGES: dict[str, tuple[float | str, float | None]] = {
     "action_consistency_weight": (0.0, None),
     "action_clamp_margin": (0.0, None),
     "max_normalized_input": ("0<", None),
+    "max_action_dim": (1, None),
+    "max_state_dim": (1, None),
     "optimizer_lr": ("0<", None),
     "optimizer_weight_decay": (0.0, None),
     "optimizer_grad_clip_norm": ("0<", None),
@@ -144,10 +147,12 @@ _RANGES: dict[str, tuple[float | str, float | None]] = {
     "scheduler_decay_lr": (0.0, None),
 }
 
+_NONE_SWITCHES_OFF = ("action_clamp_margin", "max_normalized_input", "max_action_dim", "max_state_dim")  # None: off
+
 
 def _check_range(name: str, value, low: float | str, high: float | None) -> None:
     """Refuse a numeric field outside ``[low, high]`` (``low="0<"``: strictly positive), naming the range."""
-    if value is None and name in ("action_clamp_margin", "max_normalized_input"):  # None switches the check off
+    if value is None and name in _NONE_SWITCHES_OFF:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
@@ -229,6 +234,12 @@ class FastWAMConfig(PreTrainedConfig):
         rtc_config: real-time chunking (LeRobot's ``RTCConfig``): ``lerobot-rollout --inference.type=rtc`` sets it;
             then ``predict_action_chunk(..., inference_delay=, prev_chunk_left_over=)`` guides each new chunk
             toward the unexecuted rest of the previous one. ``None``: RTC arguments are an error.
+        use_relative_actions / relative_exclude_joints: pi0.5's relative actions (LeRobot's processor steps): the
+            network learns ``action - state`` for every joint whose name contains none of the excluded names (a
+            gripper's open/close command stays absolute), normalised with the relative actions' statistics.
+        max_action_dim / max_state_dim: build the network for this many action / state values and zero-pad the
+            robot's (pi0.5, SmolVLA), so that the checkpoint fine-tunes on an arm with another number of joints up
+            to these sizes. ``None``: the dataset's sizes, no padding.
     """
 
     # Input / output structure
@@ -308,6 +319,13 @@ class FastWAMConfig(PreTrainedConfig):
     # harmless change (Meta-World's gripper, std 8e-4: 104 when the arm touched a wall); 1e4 and more is a wrong
     # sensor, wrong units or wrong statistics.
     max_normalized_input: float | None = 1e4
+
+    # Another arm (pi0.5's names; ``data/embodiment.py``). ``action_feature_names``: filled by LeRobot's make_policy.
+    use_relative_actions: bool = False
+    relative_exclude_joints: list[str] = field(default_factory=lambda: ["gripper"])
+    action_feature_names: list[str] | None = None
+    max_action_dim: int | None = None
+    max_state_dim: int | None = None
 
     # Optimisation (paper: AdamW (0.9, 0.95), lr 1e-4, wd 0.01, warm-up over the first 5 percent of the steps,
     # cosine decay to 1 percent of the peak, gradient clip 1.0)
@@ -404,6 +422,7 @@ class FastWAMConfig(PreTrainedConfig):
                 raise ValueError("latent_mean must be finite and latent_std finite and positive.")
         if self.attention_backend not in ("sdpa", "xformers", "auto"):
             raise ValueError(f"attention_backend must be 'sdpa', 'xformers' or 'auto', got {self.attention_backend!r}.")
+        check_embodiment(self)
 
     def _resolve_variant(self) -> None:
         """One rule for the video loss: ``no_cotrain`` is ``video_loss_weight`` 0, and ``video_loss_weight=0``
@@ -507,6 +526,7 @@ class FastWAMConfig(PreTrainedConfig):
             )
         if self.action_feature is None:
             raise ValueError("Fast-WAM needs an `action` output feature.")
+        check_embodiment(self)
         if self.camera_keys:
             missing = [key for key in self.camera_keys if key not in self.image_features]
             if missing:

@@ -35,8 +35,10 @@ from .checkpoints.weights import (
 )
 from .configuration_fastwam import FastWAMConfig, check_variant_change, saved_variant
 from .data.camera_layout import current_frame, training_clip
-from .data.latent_cache import LatentCache
+from .data.embodiment import follow_dataset_state, use_relative_action_stats
+from .data.latent_cache import LatentCache, skip_frame_decoding
 from .data.latent_stats import estimate_latent_stats
+from .data.predicted_video import labelled_chunks
 from .encoders.frozen import load_or_explain
 from .encoders.latent_encoder import LatentEncoder, build_latent_encoder
 from .encoders.prompt_encoder import PromptEncoder, build_prompt_encoder
@@ -72,6 +74,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         # does not wait for them at its first step, unless training reads a latent cache of the dataset.
         self.register_state_dict_post_hook(drop_frozen_encoder_keys)
         meta = kwargs.get("dataset_meta")
+        use_relative_action_stats(config, meta)
         self._latent_cache = (
             LatentCache.find(meta.root, config, meta)
             if config.use_latent_cache and meta is not None and getattr(meta, "root", None)
@@ -79,6 +82,8 @@ class FastWAMPolicy(PreTrainedPolicy):
         )
         if self._latent_cache is None:
             self.latent_encoder, self.prompt_encoder  # noqa: B018 - build them
+        else:
+            skip_frame_decoding(meta)
         self._resolve_latent_stats(meta)
         self.rtc_processor = RTCProcessor(config.rtc_config) if config.rtc_config is not None else None
         self.reset()
@@ -182,6 +187,7 @@ class FastWAMPolicy(PreTrainedPolicy):
             check_variant_change(saved_variant(saved), config.variant, f"The checkpoint {path}")
             check_cameras(saved, config, f"The checkpoint {path}")
         if config is not None:
+            follow_dataset_state(config, kwargs.get("dataset_meta"))
             check_loaded_stats(path, config, kwargs)
         cls._build_for_checkpoint = True
         try:
@@ -212,7 +218,7 @@ class FastWAMPolicy(PreTrainedPolicy):
         try:
             latents = self._current_latents(batch)
             generator = torch.Generator(device).manual_seed(0)
-            noise = torch.randn(1, cfg.chunk_size, cfg.action_dim, device=device, generator=generator)
+            noise = torch.randn(1, cfg.chunk_size, self.model.padded_action_dim, device=device, generator=generator)
             future = torch.randn(latents.shape[:2] + (cfg.num_latent_frames - 1,) + latents.shape[3:], device=device)
             future = future if self.model.samples_future else None
             with self._autocast():
@@ -425,7 +431,7 @@ class FastWAMPolicy(PreTrainedPolicy):
     # Inference
     def _initial_noise(self, batch_size: int, device: torch.device, shape: tuple[int, ...] | None = None) -> Tensor:
         """Noise for the action chunk (or another ``shape`` per sample, e.g. the future latents)."""
-        shape = shape or (self.config.chunk_size, self.config.action_dim)
+        shape = shape or (self.config.chunk_size, self.model.padded_action_dim)
         if self.config.inference_seed is None:
             return torch.randn(batch_size, *shape, device=device)
         # Fixed-seed noise (the paper's sampler): every sample of the batch starts from the same draw, so an
@@ -542,22 +548,22 @@ class FastWAMPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def decode_predicted_latents(self, latents: Tensor) -> Tensor:
         """LeRobot's predicted-video hook (``lerobot-eval`` with ``save_predicted_video``): a rollout's
-        ``last_predicted_latents`` concatenated along dim 2 -> ``[T, H, W, 3]`` uint8 frames on the CPU.
+        ``last_predicted_latents`` concatenated along dim 2 -> ``[T, H', W', 3]`` uint8 frames on the CPU.
 
         Each chunk's ``num_latent_frames`` latents are decoded on their own (the current frame, then its imagined
-        future: ``num_video_frames`` frames at the tiled ``image_size``), one chunk after the other. The first
-        environment of the batch, as LeRobot writes one predicted video per batch of rollouts.
+        future: ``num_video_frames`` frames at the tiled ``image_size``), then laid out to be watched, labelled
+        (``data.predicted_video``). The first environment of the batch: LeRobot writes one video per batch.
         """
-        per_chunk = self.config.num_latent_frames
+        cfg = self.config
+        per_chunk = cfg.num_latent_frames
         if latents.ndim != 5 or latents.shape[2] % per_chunk:
             raise ValueError(
                 f"Expected [B, C, k * {per_chunk}, h, w] latents (k chunks of the current frame and its imagined "
                 f"future), got {tuple(latents.shape)}."
             )
-        device = self.latent_mean.device
-        chunks = latents[:1].to(device).split(per_chunk, dim=2)
+        chunks = latents[:1].to(self.latent_mean.device).split(per_chunk, dim=2)
         frames = torch.cat([self.latent_encoder.decode(self.denormalize_latents(c)) for c in chunks], dim=2)
-        return (frames[0].permute(1, 2, 3, 0) * 255).round().to(torch.uint8).cpu()  # [T, H, W, 3]
+        return labelled_chunks(frames[0], cfg.num_video_frames, cfg.video_frame_stride, cfg.n_action_steps)
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], **kwargs: Any) -> Tensor:

@@ -1,5 +1,5 @@
 """What importing ``lerobot_fastwam`` changes in LeRobot, and why. ``install()`` (run by the package's
-``__init__``, which LeRobot's plugin discovery imports through ``lerobot_policy_fastwam``) does three things:
+``__init__``, which LeRobot's plugin discovery imports through ``lerobot_policy_fastwam``) does five things:
 
 1. **Policy type.** ``--policy.type=fastwam`` resolves to this plugin's ``FastWAMConfig`` in every LeRobot script
    (lerobot-train, lerobot-eval, lerobot-rollout, ``get_policy_class``, ``make_pre_post_processors``),
@@ -14,6 +14,17 @@
    (``AdamW8bitConfig``, ``--policy.optimizer_type=adamw_8bit``) are registered with LeRobot's ``OptimizerConfig``,
    so ``lerobot-train`` can build them and resume checkpoints that name them. They live in ``optim.py``, which
    registers them when ``configuration_fastwam`` imports it (the config names its optimizer preset).
+4. **Cached training decodes no frames.** LeRobot's dataset reader decodes every video key of every sample (the
+   window's frames and the current one), although a policy training from the latent cache reads latents by
+   index and discards them all. ``DatasetReader._get_query_timestamps`` asks for no frames when the dataset's
+   metadata carries the mark a policy sets on finding its cache (``data/latent_cache.skip_frame_decoding``);
+   unmarked datasets, and marked ones with ``--dataset.image_transforms`` (LeRobot transforms every camera of
+   a sample), are read as before. The ``*_is_pad`` flags come from the table, not the video, and are kept.
+5. **A fine-tuned checkpoint clamps to its own dataset's range.** ``DataProcessorPipeline.from_pretrained`` gives
+   the post-processor's action guard the action range of its unnormaliser (``safety.clamp_to_unnormalizer_range``):
+   the same for a checkpoint as saved, the new dataset's when ``lerobot-train --policy.path`` overrides the
+   unnormaliser's statistics (another arm's joints, relative actions), which LeRobot does not know to do for the
+   guard.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ import lerobot.policies.fastwam.configuration_fastwam  # noqa: F401  (the built-
 from lerobot.configs import PreTrainedConfig
 
 from .configuration_fastwam import FastWAMConfig
+from .data.latent_cache import FRAMES_FROM_CACHE
+from .safety import clamp_to_unnormalizer_range
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +50,8 @@ def install() -> None:
             "(replacing LeRobot's built-in lerobot.policies.fastwam)."
         )
     _patch_config_loading()
+    _patch_dataset_reader()
+    _patch_processor_loading()
 
 
 def _register_policy_type() -> bool:
@@ -69,3 +84,37 @@ def _patch_config_loading() -> None:
     from_pretrained._fastwam_translates = True
     from_pretrained.__doc__ = original.__doc__
     PreTrainedConfig.from_pretrained = classmethod(from_pretrained)
+
+
+def _patch_dataset_reader() -> None:
+    from lerobot.datasets.dataset_reader import DatasetReader  # noqa: PLC0415
+
+    original = DatasetReader._get_query_timestamps
+    if getattr(original, "_fastwam_skips_cached_frames", False):
+        return
+
+    def _get_query_timestamps(self, current_ts, query_indices=None):
+        if getattr(self._meta, FRAMES_FROM_CACHE, False) and self._image_transforms is None:
+            return {}  # no video key, no decoding
+        return original(self, current_ts, query_indices)
+
+    _get_query_timestamps._fastwam_skips_cached_frames = True
+    _get_query_timestamps.__doc__ = original.__doc__
+    DatasetReader._get_query_timestamps = _get_query_timestamps
+
+
+def _patch_processor_loading() -> None:
+    from lerobot.processor import DataProcessorPipeline  # noqa: PLC0415
+
+    original = DataProcessorPipeline.from_pretrained.__func__
+    if getattr(original, "_fastwam_clamps_to_unnormalizer", False):
+        return
+
+    def from_pretrained(cls, *args, **kwargs):
+        pipeline = original(cls, *args, **kwargs)
+        clamp_to_unnormalizer_range(pipeline.steps)
+        return pipeline
+
+    from_pretrained._fastwam_clamps_to_unnormalizer = True
+    from_pretrained.__doc__ = original.__doc__
+    DataProcessorPipeline.from_pretrained = classmethod(from_pretrained)

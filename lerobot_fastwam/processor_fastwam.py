@@ -1,7 +1,13 @@
 """Pre/post-processing pipelines of the Fast-WAM policy.
 
-Pre: rename -> add batch dim -> device -> camera resize -> normalise (state/action; images stay in [0, 1]).
-Post: unnormalise -> action guard (refuse non-finite, clamp to the training range; ``safety.py``) -> CPU.
+Pre: rename -> add batch dim -> device -> camera resize -> current state -> relative actions -> normalise
+(state/action; images stay in [0, 1]).
+Post: unnormalise -> action guard (refuse non-finite, clamp to the training range; ``safety.py``) -> absolute
+actions -> CPU.
+The relative/absolute steps are LeRobot's own, in pi0.5's order (raw -> relative -> normalise ... unnormalise ->
+absolute) and always present, switched by ``use_relative_actions`` (``lerobot-train`` switches them on for
+``--policy.path`` with ``--policy.use_relative_actions=true``). The guard clamps in the space the action statistics
+describe: with relative actions, the offset from the state.
 Statistics of the wrong shape for their feature are refused when the pipelines are built
 (``checkpoints/consistency.py``; a checkpoint's are checked when its policy loads).
 The step names LeRobot's scripts override (``rename_observations_processor``, ``device_processor``) are
@@ -17,13 +23,16 @@ from typing import Any
 import torch
 from lerobot.configs import PipelineFeatureType, PolicyFeature
 from lerobot.processor import (
+    AbsoluteActionsProcessorStep,
     ObservationProcessorStep,
     PolicyAction,
     PolicyProcessorPipeline,
     ProcessorStepRegistry,
+    RelativeActionsProcessorStep,
     make_default_policy_processor_steps,
     make_policy_processor_pipelines,
 )
+from lerobot.utils.constants import OBS_STATE
 
 from .checkpoints.consistency import check_stats, dataset_source
 from .configuration_fastwam import FastWAMConfig
@@ -85,6 +94,25 @@ class FastWAMCameraResizeStep(ObservationProcessorStep):
         return features
 
 
+@ProcessorStepRegistry.register(name="fastwam_plugin_current_state")
+@dataclass
+class FastWAMCurrentStateStep(ObservationProcessorStep):
+    """Keep the current state of a training sample's ``[B, T, S]`` states (LeRobot loads the state at every video
+    frame; the policy reads the first, the current one), so that LeRobot's relative-action step subtracts it from
+    the chunk. A robot's ``[B, S]`` passes unchanged."""
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        state = observation.get(OBS_STATE)
+        if isinstance(state, torch.Tensor) and state.ndim == 3:
+            observation[OBS_STATE] = state[:, 0]
+        return observation
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        return features
+
+
 def make_fastwam_pre_post_processors(
     config: FastWAMConfig,
     dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
@@ -113,7 +141,21 @@ def make_fastwam_pre_post_processors(
         action_min=None if bounds is None else bounds[0],
         action_max=None if bounds is None else bounds[1],
     )
+    relative = RelativeActionsProcessorStep(
+        enabled=config.use_relative_actions,
+        exclude_joints=list(config.relative_exclude_joints),
+        action_names=config.action_feature_names,
+    )
+    absolute = AbsoluteActionsProcessorStep(enabled=config.use_relative_actions, relative_step=relative)
     return make_policy_processor_pipelines(
-        input_steps=[steps.rename_observations, steps.add_batch_dim, steps.to_device, resize, steps.normalize],
-        output_steps=[steps.unnormalize, guard, steps.to_cpu],
+        input_steps=[
+            steps.rename_observations,
+            steps.add_batch_dim,
+            steps.to_device,
+            resize,
+            FastWAMCurrentStateStep(),
+            relative,
+            steps.normalize,
+        ],
+        output_steps=[steps.unnormalize, guard, absolute, steps.to_cpu],
     )

@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 from lerobot.configs import PipelineFeatureType, PolicyFeature
-from lerobot.processor import PolicyAction, PolicyActionProcessorStep, ProcessorStepRegistry
+from lerobot.processor import (
+    PolicyAction,
+    PolicyActionProcessorStep,
+    ProcessorStepRegistry,
+    UnnormalizerProcessorStep,
+)
 from lerobot.utils.constants import ACTION, OBS_STATE
 from torch import Tensor, nn
 
@@ -283,3 +288,16 @@ def action_range(dataset_stats: dict[str, dict[str, Any]] | None) -> tuple[Tenso
     if "min" not in stats or "max" not in stats:
         return None
     return torch.as_tensor(stats["min"], dtype=torch.float32), torch.as_tensor(stats["max"], dtype=torch.float32)
+
+
+def clamp_to_unnormalizer_range(steps: list) -> None:
+    """Give a loaded post-processor's action guard the action range of its unnormaliser's statistics.
+
+    Both are saved from the same statistics, so a checkpoint loads unchanged. ``lerobot-train --policy.path``
+    replaces the unnormaliser's with the new dataset's, and knows nothing of the guard: it would keep clamping to
+    the checkpoint's range, that of another dataset (relative or absolute actions, another arm's joints)."""
+    guard = next((step for step in steps if isinstance(step, FastWAMActionGuardStep)), None)
+    unnormalizer = next((step for step in steps if isinstance(step, UnnormalizerProcessorStep)), None)
+    bounds = None if guard is None or unnormalizer is None else action_range(unnormalizer.stats)
+    if bounds is not None:
+        guard.load_state_dict({"action_min": bounds[0].cpu(), "action_max": bounds[1].cpu()})

@@ -160,6 +160,6 @@ def test_the_names_users_and_checkpoints_rely_on_still_resolve():
     (script,) = entry_points(group="console_scripts", name="lerobot-fastwam")
     assert script.load() is main
     assert PreTrainedConfig._choice_registry["fastwam"] is FastWAMConfig
-    for name in ("fastwam_plugin_camera_resize", "fastwam_plugin_action_guard"):
+    for name in ("fastwam_plugin_camera_resize", "fastwam_plugin_action_guard", "fastwam_plugin_current_state"):
         assert ProcessorStepRegistry.get(name).__module__.startswith("lerobot_fastwam.")
     assert {"fastwam_fused_adamw", "fastwam_adamw8bit"} <= set(OptimizerConfig._choice_registry)

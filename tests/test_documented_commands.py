@@ -10,7 +10,8 @@ shell variables handled as the shell does. Each program runs from its entry poin
 - ``lerobot-train`` / ``-eval`` / ``-rollout`` / ``-record``: the ``parser.wrap``-ed function their ``main`` calls,
   with the plugin imported; the config's ``__post_init__`` is part of the parse (eval and rollout load
   ``--policy.path``'s config there), and ``lerobot-train`` then runs ``TrainPipelineConfig.validate()``, its first
-  step, which holds the push-to-Hub check.
+  step, which holds the push-to-Hub check; a recording ``lerobot-rollout``'s dataset name must start with
+  ``rollout_``, which LeRobot checks once the robot is connected.
 - ``lerobot-fastwam cache | serve | convert | memory``, ``python -m lerobot.async_inference.robot_client``,
   ``python benchmarks/*.py``: their own draccus or argparse parse (checks a program makes after its parse, such as
   ``memory --measure --device cuda`` needing a GPU, are not made). ``lerobot-fastwam demo``:
@@ -210,7 +211,10 @@ def check_lerobot_eval(args: list[str]) -> None:
 def check_lerobot_rollout(args: list[str]) -> None:
     from lerobot.scripts.lerobot_rollout import rollout
 
-    run_to_parse(rollout, ["lerobot-rollout", *args])
+    config = run_to_parse(rollout, ["lerobot-rollout", *args])
+    # LeRobot refuses a recording's name only once the robot is connected (lerobot.rollout.context): check it here
+    if config.dataset is not None and not config.dataset.repo_id.split("/", 1)[-1].startswith("rollout_"):
+        raise ValueError(f"--dataset.repo_id={config.dataset.repo_id}: rollout dataset names must start with rollout_")
 
 
 def check_lerobot_record(args: list[str]) -> None:

@@ -134,13 +134,16 @@ def saved_processor_stats(path, hub_kwargs: dict[str, Any]) -> Iterator[tuple[st
 
 
 def check_loaded_stats(path, config, kwargs: dict[str, Any]) -> None:
-    """The statistics a policy loaded by ``from_pretrained`` runs on: its checkpoint's processor files, and the
-    dataset statistics LeRobot's ``make_policy`` passes when training (they replace the checkpoint's)."""
+    """The statistics a policy loaded by ``from_pretrained`` runs on: its checkpoint's processor files, or the
+    dataset statistics LeRobot's ``make_policy`` passes when training, which replace the checkpoint's (the
+    action guard's range too: ``safety.clamp_to_unnormalizer_range``), so a checkpoint of another arm
+    (``max_action_dim``) fine-tunes on this one."""
     features = {**config.input_features, **config.output_features}
     norm_map = config.normalization_mapping
-    for name, stats in saved_processor_stats(path, kwargs):
-        source = f"The processor file {name} of the checkpoint {path}"
-        check_stats(stats, features, norm_map, source, CHECKPOINT_SHAPE_FIX, CHECKPOINT_NAN_FIX)
     if kwargs.get("dataset_stats") is not None:
         source, fix = dataset_source(kwargs.get("dataset_meta"))
         check_stats(kwargs["dataset_stats"], features, norm_map, source, fix, fix)
+        return
+    for name, stats in saved_processor_stats(path, kwargs):
+        source = f"The processor file {name} of the checkpoint {path}"
+        check_stats(stats, features, norm_map, source, CHECKPOINT_SHAPE_FIX, CHECKPOINT_NAN_FIX)

@@ -5,6 +5,8 @@ fields, so the card says first what the checkpoint needs, then how it was traine
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 from ..configuration_fastwam import FastWAMConfig
 
 
@@ -12,10 +14,12 @@ def fastwam_card_section(config: FastWAMConfig, dataset_repo_id: str, steps: int
     c = config
     path = c.repo_id or "<this checkpoint>"
     cameras = ", ".join(f"`{k}`" for k in c.ordered_camera_keys)
+    plugin = version("lerobot_policy_fastwam")
     return (
         "## Fast-WAM (lerobot-fastwam plugin)\n\n"
-        "This checkpoint needs the Fast-WAM plugin next to LeRobot:\n\n"
-        "```bash\npip install lerobot_policy_fastwam\n```\n\n"
+        f"This checkpoint needs the Fast-WAM plugin next to LeRobot, version {plugin} (it wrote this checkpoint). "
+        "The plugin is not on PyPI yet: install it from a checkout of its repository at that version:\n\n"
+        f"```bash\npip install /path/to/lerobot-fastwam  # lerobot_policy_fastwam {plugin}\n```\n\n"
         "Without it, LeRobot's built-in `fastwam` policy reads this config and refuses its fields.\n\n"
         f"- Trained on `{dataset_repo_id}`" + (f" for {steps} steps" if steps else "") + f", variant "
         f"`{c.variant}` (video loss weight {c.video_loss_weight:g}), preset `{c.preset}`, "

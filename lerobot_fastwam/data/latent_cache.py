@@ -188,6 +188,20 @@ def cache_dir(dataset_root: str | Path) -> Path:
     return Path(dataset_root) / CACHE_DIRNAME
 
 
+FRAMES_FROM_CACHE = "fastwam_frames_from_cache"  # the dataset-metadata attribute ``skip_frame_decoding`` sets
+
+
+def skip_frame_decoding(dataset_meta) -> None:
+    """Tell the readers of ``dataset_meta``'s dataset not to decode video frames (``plugin.py``, point 4).
+
+    A policy training from the cache reads each sample's latents by its index, so every frame the dataset
+    decodes (9 per camera per sample at the paper's settings, and the current one) would be resized by the
+    pre-processor and thrown away. The mark is an attribute of the metadata object LeRobot hands both the
+    dataset's reader and the policy, so it reaches the loader workers with the dataset (forked or pickled).
+    """
+    setattr(dataset_meta, FRAMES_FROM_CACHE, True)
+
+
 class LatentCache:
     """Read side: latents by dataset index, text context by task string, every file checked before use."""
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from lerobot.policies.common.vla_utils import pad_vector
 from torch import nn
 
 from ..configuration_fastwam import FastWAMConfig
@@ -70,11 +71,17 @@ class FastWAM(nn.Module):
 
     The attention backend is resolved here from ``config.attention_backend`` for ``config.device`` (CPU when
     unset).
+
+    ``action_dim`` / ``state_dim`` are the robot's. With ``config.max_action_dim`` / ``max_state_dim`` (pi0.5's
+    padding) the network is built for those sizes instead: states and actions are zero-padded to them, the action
+    loss scores the robot's dims only and the sampled chunk is cut back to them, so the weights fit any arm up to
+    those sizes.
     """
 
     def __init__(self, config: FastWAMConfig, *, action_dim: int, state_dim: int | None):
         super().__init__()
         self.config = config
+        self.action_dim = action_dim
         # Parameters are created on the meta device: the owner either loads a checkpoint into them or
         # materialises a random initialisation, so no weight is ever allocated twice. (RoPE tables, computed
         # rather than learned, are built on the CPU by the experts themselves.)
@@ -89,7 +96,7 @@ class FastWAM(nn.Module):
                 freq_dim=config.freq_dim,
             )
             action = ActionExpert(
-                action_dim=action_dim,
+                action_dim=config.max_action_dim or action_dim,
                 hidden_dim=config.action_hidden_dim,
                 ffn_dim=config.action_ffn_dim,
                 num_layers=config.num_layers,
@@ -102,7 +109,8 @@ class FastWAM(nn.Module):
                 num_train_timesteps=config.num_train_timesteps,
             )
             # Proprioception enters as one extra context token that both experts cross-attend to.
-            self.state_encoder = None if state_dim is None else nn.Linear(state_dim, config.text_dim)
+            state_in = config.max_state_dim or state_dim
+            self.state_encoder = None if state_dim is None else nn.Linear(state_in, config.text_dim)
         self.mot = MixtureOfTransformers(
             video=video,
             action=action,
@@ -125,12 +133,17 @@ class FastWAM(nn.Module):
     def action(self) -> ActionExpert:
         return self.mot.action
 
+    @property
+    def padded_action_dim(self) -> int:
+        """The action size the network is built for (of the samplers' noise): ``max_action_dim`` or the robot's."""
+        return self.action.action_in.in_features
+
     def build_context(self, text_context: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         """Text context ``[B, L, text_dim]`` plus the state token -> ``[B, L (+1), text_dim]``."""
         if self.state_encoder is None:
             return text_context
         weight = self.state_encoder.weight
-        token = self.state_encoder(state.to(weight.dtype)).unsqueeze(1)
+        token = self.state_encoder(pad_vector(state, weight.shape[1]).to(weight.dtype)).unsqueeze(1)
         return torch.cat([text_context.to(token.dtype), token], dim=1)
 
     def _video_stream(self, latents, frame_timesteps, context) -> tuple[ExpertStream, VideoEmbedding]:
@@ -213,7 +226,8 @@ class FastWAM(nn.Module):
         Args:
             latents: clean video latents ``[B, C, F, h, w]``; frame 0 stays clean (t=0) and is not scored.
             context: text (+ state) context ``[B, L, text_dim]``.
-            actions: normalised target actions ``[B, H, A]``.
+            actions: normalised target actions ``[B, H, A]`` (the robot's ``A``; zero-padded here to
+                ``max_action_dim``, whose extra dims are not scored, as in pi0.5 and SmolVLA).
             action_is_pad: ``[B, H]``, True for steps past the episode end (not scored).
             future_frame_is_pad: ``[B, F - 1]``, True for future latent frames that are only padding.
             reduction: ``"mean"`` (``total`` is the batch mean) or ``"none"`` (``total`` per sample, ``[B]``).
@@ -226,6 +240,7 @@ class FastWAM(nn.Module):
             # mask), and nothing scores them, so only the clean first frame is run.
             latents, future_frame_is_pad = latents[:, :, :1], None
         batch, frames = latents.shape[0], latents.shape[2]
+        actions = pad_vector(actions, self.padded_action_dim)
         s_action = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
         noise_action = torch.randn_like(actions)
         s_video = sample_noise_levels(batch, cfg.timestep_shift, latents.device)
@@ -250,7 +265,7 @@ class FastWAM(nn.Module):
         )
 
         video_err = (pred_video.float() - velocity_target(latents, noise_video)).pow(2).mean(dim=(1, 3, 4))[:, 1:]
-        action_err = (pred_action.float() - target).pow(2).mean(dim=2)
+        action_err = (pred_action.float() - target)[..., : self.action_dim].pow(2).mean(dim=2)
         video_loss = _masked_mean(video_err, future_frame_is_pad) if frames > 1 else video_err.new_zeros(batch)
         action_loss = _masked_mean(action_err, action_is_pad)
         consistency = action_loss[:consistent].detach() if consistent else None
@@ -375,6 +390,7 @@ class FastWAM(nn.Module):
         ``fastwam`` / ``no_cotrain``: the cached action sampler; the future is imagined only when ``future_noise``
         is given (the actions never read it). ``joint``: video and actions denoised together. ``idm``: the video
         first, then the actions over it. Joint and IDM need ``future_noise``. ``prompts``: see ``sample_actions``.
+        ``noise``: ``[B, H, padded_action_dim]``; the actions come back with the robot's ``A`` dims.
         """
         mask = self.mot.mask
         if mask != "fastwam" and future_noise is None:
@@ -385,13 +401,14 @@ class FastWAM(nn.Module):
                     "Action guidance (RTC) steers the action sampler of fastwam, no_cotrain and idm; the joint "
                     "sampler denoises video and actions together. Run this checkpoint as fastwam for RTC."
                 )
-            return self.sample_joint(first_frame_latents, context, noise, future_noise, num_steps)
-        future = None
-        if future_noise is not None:
-            future = self.sample_future_latents(first_frame_latents, context, future_noise, num_steps)
-        condition = future if mask == "idm" else None
-        actions = self.sample_actions(first_frame_latents, context, noise, num_steps, condition, guidance, prompts)
-        return actions, future
+            actions, future = self.sample_joint(first_frame_latents, context, noise, future_noise, num_steps)
+        else:
+            future = None
+            if future_noise is not None:
+                future = self.sample_future_latents(first_frame_latents, context, future_noise, num_steps)
+            condition = future if mask == "idm" else None
+            actions = self.sample_actions(first_frame_latents, context, noise, num_steps, condition, guidance, prompts)
+        return actions[..., : self.action_dim], future  # the padded dims (max_action_dim) are no joint of this arm
 
     @torch.no_grad()
     def sample_actions(

@@ -38,7 +38,7 @@ def cache(argv: list[str]) -> Path:
     from ..encoders.latent_encoder import build_latent_encoder
     from ..encoders.prompt_encoder import build_prompt_encoder
 
-    cfg = draccus.parse(CacheConfig, args=argv)
+    cfg = draccus.parse(CacheConfig, args=argv, prog="lerobot-fastwam cache")
     policy = cfg.policy
     meta = LeRobotDatasetMetadata(cfg.dataset.repo_id, root=cfg.dataset.root, revision=cfg.dataset.revision)
     features = dataset_to_policy_features(meta.features)

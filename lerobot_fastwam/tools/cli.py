@@ -11,17 +11,55 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 import torch
 
 from .cache import cache
 from .convert import CONVERSION_DEFAULTS, convert
+from .help_format import DefaultsHelpFormatter
 from .serve import serve
+
+TORCHCODEC_FALLBACK = "'torchcodec' is installed but cannot be loaded"  # LeRobot's warning before it uses pyav
+
+
+class TorchcodecWithoutFFmpeg(logging.Filter):
+    """Without FFmpeg's shared libraries, LeRobot logs a traceback per FFmpeg version torchcodec tries (about 90
+    lines) each time it picks a video decoder, then decodes with pyav, which reads the same videos. This filter, on
+    LeRobot's logger in the plugin's own commands, says that in one line, once. Any other torchcodec failure (a
+    PyTorch version torchcodec does not support, a broken FFmpeg) passes as LeRobot wrote it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if TORCHCODEC_FALLBACK not in message:
+            return True
+        tried = re.findall(r"^FFmpeg version \d+:$", message, re.MULTILINE)
+        missing = re.findall(r"^OSError: (libav\w*\.so\.\d+): cannot open shared object file", message, re.MULTILINE)
+        if not tried or len(missing) != len(tried):
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg = (
+            f"torchcodec cannot load FFmpeg's shared libraries (none of {', '.join(sorted(missing))} is installed), "
+            "so LeRobot decodes videos with pyav. Install FFmpeg 4 to 8 (e.g. apt-get install ffmpeg) to use "
+            "torchcodec."
+        )
+        record.args = ()
+        return True
+
+
+TORCHCODEC_WITHOUT_FFMPEG = TorchcodecWithoutFFmpeg()
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    logging.getLogger("lerobot.utils.import_utils").addFilter(TORCHCODEC_WITHOUT_FFMPEG)
     if argv[:1] == ["demo"]:
         from .demo import main as demo  # noqa: PLC0415
 
@@ -45,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("cache", help="encode a dataset's training windows and tasks once (options: --help after it)")
     sub.add_parser("serve", help="LeRobot's async inference policy server, accepting fastwam (--help after it)")
     sub.add_parser("memory", help="plan the GPU memory of training and inference (options: --help after it)")
-    c = sub.add_parser("convert", help="official .pt checkpoint -> plugin checkpoint directory")
+    c = sub.add_parser(
+        "convert", help="official .pt checkpoint -> plugin checkpoint directory", formatter_class=DefaultsHelpFormatter
+    )
     c.add_argument("checkpoint", help="official checkpoint, e.g. libero_uncond_2cam224.pt")
     c.add_argument("--dataset-stats", required=True, help="the dataset_stats.json that came with it")
     c.add_argument("--output", required=True, help="directory to write (usable as --policy.path)")

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .help_format import DefaultsHelpFormatter
+
 PROBE_FRAMES = 96  # held-out frames for the probes (``--probe-frames``)
 
 OUTPUT_MARKER = "fastwam_demo_output.json"  # in the output directory: the demo's own (see _clear_stage)
@@ -26,7 +28,7 @@ RECORDING_MARKER = "fastwam_demo_recording.json"  # in a finished recording: wha
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="lerobot-fastwam demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="lerobot-fastwam demo", description=__doc__, formatter_class=DefaultsHelpFormatter
     )
     parser.add_argument(
         "--task",
@@ -49,10 +51,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "around the wall on the left or on the right at random, where the average of the two fails",
     )
     parser.add_argument("--steps", type=int, default=1000, help="training steps (about 0.7 s each on 2 cores)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="training batch size")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (cosine to 1%% over --steps)")
     parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes per task")
-    parser.add_argument("--episode-length", type=int, default=500, help="evaluation step limit (Meta-World: 500)")
+    parser.add_argument("--episode-length", type=int, default=500, help="evaluation step limit, as Meta-World's own")
     parser.add_argument("--seed", type=int, default=1000, help="training seed; evaluation resets use seed, seed+1, ...")
     parser.add_argument(
         "--video-loss-weight",
@@ -66,7 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=None,
         help="also train LeRobot's ACT on the same data for the same wall time",
     )
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="where to train and evaluate (cpu, cuda, mps)")
     parser.add_argument("--probe-frames", type=int, default=PROBE_FRAMES, help="held-out frames for the probes")
     parser.add_argument(
         "--overwrite",
@@ -259,7 +261,8 @@ def cache_args(args, data: Path) -> list[str]:
     ]
 
 
-def train_command(args, data: Path, out: Path, policy_args: list[str], steps: int) -> list[str]:
+def train_command(args, data: Path, out: Path, policy_args: list[str], steps: int, workers: int = 1) -> list[str]:
+    """``workers``: lerobot-train's data-loading worker processes (0: the trainer's own process loads)."""
     return [
         lerobot_script("lerobot-train"),
         *policy_args,
@@ -271,7 +274,7 @@ def train_command(args, data: Path, out: Path, policy_args: list[str], steps: in
         f"--steps={steps}",
         f"--save_freq={steps}",
         f"--log_freq={log_freq(steps)}",
-        "--num_workers=1",
+        f"--num_workers={workers}",
         f"--seed={args.seed}",
         "--wandb.enable=false",
         f"--output_dir={out}",

@@ -51,7 +51,7 @@ def serve(argv: list[str]) -> None:
     if "fastwam" not in policy_server.SUPPORTED_POLICIES:
         policy_server.SUPPORTED_POLICIES.append("fastwam")
     try:
-        config = draccus.parse(_serve_config_class(), args=argv)
+        config = draccus.parse(_serve_config_class(), args=argv, prog="lerobot-fastwam serve")
     except ParsingError as err:  # draccus reports a refused value as "Couldn't instantiate class": say which
         reason = err if isinstance(err, DecodingError) or err.__cause__ is None else err.__cause__
         sys.exit(f"lerobot-fastwam serve: error: {reason}")

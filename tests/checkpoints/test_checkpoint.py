@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import lerobot_fastwam
 from lerobot_fastwam.modeling_fastwam import FastWAMPolicy
 
 from ..helpers import make_policy, observation
@@ -173,6 +174,7 @@ def test_model_card_says_the_plugin_is_needed_and_how_the_checkpoint_was_trained
     policy.config.repo_id = "someone/fastwam_so101"
     card = policy.generate_model_card("someone/so101_pick", "fastwam", None, None)
     text = str(card)
-    assert "pip install lerobot_policy_fastwam" in text and "Trained on `someone/so101_pick`" in text
+    assert f"pip install /path/to/lerobot-fastwam  # lerobot_policy_fastwam {lerobot_fastwam.__version__}" in text
+    assert "Trained on `someone/so101_pick`" in text
     assert "variant `fastwam`" in text and "lerobot-rollout --policy.path=someone/fastwam_so101" in text
     assert "datasets:" in text and "someone/so101_pick" in text  # LeRobot's own card data is kept

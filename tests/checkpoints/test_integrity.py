@@ -172,7 +172,7 @@ def test_a_checkpoint_refuses_its_cameras_in_another_tiling_order_and_loads_with
 @pytest.mark.parametrize(
     ("state_file", "length"),
     [
-        ("policy_preprocessor_step_4_normalizer_processor.safetensors", 1),
+        ("policy_preprocessor_step_6_normalizer_processor.safetensors", 1),
         ("policy_postprocessor_step_0_unnormalizer_processor.safetensors", 3),
         ("policy_postprocessor_step_1_fastwam_plugin_action_guard.safetensors", 9),
     ],

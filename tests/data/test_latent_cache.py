@@ -100,6 +100,53 @@ def test_cached_latents_are_the_live_vae_latents(dataset_root):
     torch.testing.assert_close(cached._text_context(batch, 4), live.prompt_encoder(list(batch["task"])))
 
 
+def test_a_cached_training_sample_decodes_no_video_frame(dataset_root, monkeypatch):
+    """With its cache found, the policy marks the dataset LeRobot built (lerobot-train builds the dataset, then the
+    policy with ``dataset.meta``): its samples decode no frame, keep the window's padding flags, and train to the
+    loss of samples whose frames were decoded. Another dataset of the same files is read as before."""
+    from lerobot.datasets import dataset_reader
+
+    from lerobot_fastwam.processor_fastwam import make_fastwam_pre_post_processors
+
+    if not (cache_dir(dataset_root) / "manifest.json").exists():
+        run_cache(dataset_root)
+    decoded = []
+    decode = dataset_reader.decode_video_frames
+    monkeypatch.setattr(
+        dataset_reader, "decode_video_frames", lambda path, ts, *a, **k: decoded.extend(ts) or decode(path, ts, *a, **k)
+    )
+
+    config = policy_for(dataset_root)[0].config
+    delta = resolve_delta_timestamps(config, LeRobotDatasetMetadata(REPO_ID, root=dataset_root))
+    marked = LeRobotDataset(REPO_ID, root=dataset_root, delta_timestamps=delta, video_backend="pyav")
+    policy = FastWAMPolicy(config, dataset_meta=marked.meta)  # as lerobot-train: the dataset first, then the policy
+    plain = LeRobotDataset(REPO_ID, root=dataset_root, delta_timestamps=delta, video_backend="pyav")
+    rows = (0, 17, 23, 40)  # 23, 47: episode ends, padded windows
+    without = [marked[i] for i in rows]
+    assert decoded == [] and not {"observation.images.front", "observation.images.wrist"} & without[0].keys()
+    with_frames = [plain[i] for i in rows]
+    assert len(decoded) == 2 * len(rows) * len(delta["observation.images.front"])  # 2 cameras, 9 frames each
+    for a, b in zip(without, with_frames, strict=True):
+        for key in ("observation.images.front_is_pad", "index", "action", "observation.state"):
+            assert torch.equal(a[key], b[key]), key
+
+    # LeRobot's image transforms read every camera of a sample: with them on, frames are decoded as before.
+    augmented = LeRobotDataset(
+        REPO_ID, root=dataset_root, delta_timestamps=delta, video_backend="pyav", image_transforms=lambda x: x
+    )
+    latent_cache.skip_frame_decoding(augmented.meta)
+    assert torch.equal(augmented[17]["observation.images.front"], with_frames[1]["observation.images.front"])
+
+    pre, _ = make_fastwam_pre_post_processors(policy.config, marked.meta.stats)
+    policy.train()
+    losses = []
+    for samples in (without, with_frames):
+        batch = pre(torch.utils.data.default_collate(samples))
+        torch.manual_seed(0)
+        losses.append(policy.forward(batch)[0])
+    assert torch.equal(losses[0], losses[1])
+
+
 def test_changed_settings_make_the_cache_stale(dataset_root):
     if not (cache_dir(dataset_root) / "manifest.json").exists():
         run_cache(dataset_root)

@@ -234,7 +234,9 @@ def test_save_predicted_video_keeps_each_chunks_video_for_lerobot_eval(variant):
     _, imagined = policy.predict_future_frames(batch)  # the same future, through the Python API
     torch.testing.assert_close(kept[0][:, :, 1:], imagined, rtol=1e-4, atol=1e-5)
     frames = policy.decode_predicted_latents(torch.cat(kept, dim=2))
-    assert frames.shape == (2 * cfg.num_video_frames, 32, 64, 3) and frames.dtype == torch.uint8
+    imagined = 2 * (cfg.num_video_frames - 1)  # each next to its chunk's current frame, held n_action_steps
+    assert frames.shape[0] == imagined * cfg.n_action_steps and frames.shape[2:] == (2 * 64, 3)
+    assert frames.shape[1] > 32 and frames.dtype == torch.uint8  # a label band above the 32x64 frames
 
 
 @torch.no_grad()

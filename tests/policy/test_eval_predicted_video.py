@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from lerobot.configs import FeatureType, PolicyFeature
@@ -83,7 +84,15 @@ def test_lerobot_eval_writes_the_predicted_video(tmp_path):
     predicted = sorted(out.glob("videos/*/pred_episode_0.mp4"))
     assert len(rollout) == 1 and predicted == [rollout[0].with_name("pred_episode_0.mp4")]  # side by side
     with av.open(str(predicted[0])) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+        fps = container.streams.video[0].average_rate
+        frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     chunks = -(-EPISODE_LENGTH // config.n_action_steps)
-    assert len(frames) == chunks * config.num_video_frames  # each chunk: the current frame + 8 imagined
-    assert frames[0].shape == (*config.image_size, 3)
+    hold = config.n_action_steps  # each imagined frame shown for one replanning period
+    assert len(frames) == chunks * (config.num_video_frames - 1) * hold  # per chunk: 8 imagined frames
+    assert fps == 80 and fps / hold <= 10  # Meta-World's rate: 8 pictures a second, not 80
+    height, width = config.image_size
+    band = frames.shape[1] - height
+    assert band > 0 and frames.shape[2] == 2 * width  # now | imagined, under their labels
+    pictures = frames.reshape(-1, hold, *frames.shape[1:]).astype(np.int16)
+    assert np.abs(pictures - pictures[:, :1]).mean() < 2  # held (up to H.264's loss)
+    assert frames[:, :band].max() > 128  # white label text on the black band

@@ -53,6 +53,7 @@ def test_lerobot_rollout_drives_a_robot_with_640x480_cameras(checkpoint, tmp_pat
         "--fps=10",
         "--duration=4",
         f"--inference.type={inference}",
+        "--return_to_initial_position=false",  # every logged action is then the policy's, not LeRobot's way home
     ]
     if inference == "rtc":
         args.append("--inference.rtc.execution_horizon=5")

@@ -11,7 +11,6 @@ import torch
 pytest.importorskip("metaworld")
 
 from lerobot_fastwam.sim.metaworld import make_env  # noqa: E402
-from lerobot_fastwam.tools.cli import main  # noqa: E402
 
 
 def test_the_env_hands_the_policy_what_the_recorder_records(tmp_path):
@@ -88,39 +87,6 @@ def test_the_demo_runs_its_children_in_normal_scheduling_after_recording(tmp_pat
     lines = dict(line.split() for line in result.stdout.splitlines() if line.startswith(("encoder", "after", "child")))
     assert lines["encoder"] == str(os.SCHED_FIFO)  # what the demo has to undo
     assert lines["after_record"] == lines["child"] == str(os.SCHED_OTHER)
-
-
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    """One CI-sized demo: 8 scripted episodes, 250 training steps, 2 evaluation episodes (about 3 minutes),
-    trained with the few-step objective and sampling each chunk in one step."""
-    out = tmp_path_factory.mktemp("demo") / "run"
-    main(
-        [
-            "demo",
-            "--task",
-            "button-press-topdown-v3",
-            "--output",
-            str(out),
-            "--episodes",
-            "8",
-            "--steps",
-            "250",
-            "--batch-size",
-            "16",
-            "--lr",
-            "1e-3",
-            "--eval-episodes",
-            "2",
-            "--episode-length",
-            "150",
-            "--probe-frames",
-            "48",
-            "--policy.action_consistency_weight=1",
-            "--policy.num_inference_steps=1",
-        ]
-    )
-    return out, json.loads((out / "report.json").read_text())
 
 
 def test_demo_runs_end_to_end_and_writes_the_report(demo_run):

@@ -486,7 +486,7 @@ def plan_inference(config: FastWAMConfig, *, device: str = "cuda") -> InferenceP
                 text = text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
                 state = None if config.state_dim is None else torch.randn(1, config.state_dim)
                 context = network.build_context(text * mask.unsqueeze(-1).to(text.dtype), state)
-                noise = torch.randn(1, config.chunk_size, config.action_dim)
+                noise = torch.randn(1, config.chunk_size, network.padded_action_dim)
                 future = None
                 if network.samples_future:
                     future = torch.randn(1, config.latent_channels, config.num_latent_frames - 1, *latents.shape[3:])

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from ...configuration_fastwam import OPTIMIZER_TYPES, PRESETS, VARIANTS, FastWAMConfig
+from ..help_format import DefaultsHelpFormatter
 from .plan import (
     GIB,
     MAX_BATCH_SIZE,
@@ -130,26 +131,39 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="lerobot-fastwam memory",
         description="Plan the accelerator memory of training (per recipe) and inference, traced on the CPU.",
+        formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("--preset", default="wan2.2-ti2v-5b", choices=sorted(PRESETS))
+    parser.add_argument("--preset", default="wan2.2-ti2v-5b", choices=sorted(PRESETS), help="model architecture")
     parser.add_argument("--recipe", nargs="+", default=list(RECIPES), choices=RECIPES, help="training recipes")
     parser.add_argument("--batch-size", type=int, default=1, help="training batch size per device")
     parser.add_argument(
         "--gpu-memory-gb", type=float, default=24.0, help="accelerator memory in GiB, as cards are sold (24, 80)"
     )
     parser.add_argument("--lora-rank", type=int, default=16, help="--peft.r of the lora recipe")
-    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="--policy.gradient_checkpointing",
+    )
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="where it will run")
-    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"], help="compute dtype")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["bfloat16", "float16", "float32"],
+        help="compute dtype (default: the preset's)",
+    )
     parser.add_argument(
         "--optimizer",
         default="adamw",
         choices=OPTIMIZER_TYPES,
         help="--policy.optimizer_type (adamw_8bit: bitsandbytes)",
     )
-    parser.add_argument("--variant", default="fastwam", choices=VARIANTS)
+    parser.add_argument("--variant", default="fastwam", choices=VARIANTS, help="--policy.variant")
     parser.add_argument("--num-layers", type=int, default=None, help="override the preset's layer count")
-    parser.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="tiled image")
+    parser.add_argument(
+        "--image-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="tiled image (default: the preset's)"
+    )
     parser.add_argument(
         "--measure", action="store_true", help="also run one real training step per recipe on --device and compare"
     )
