@@ -54,11 +54,11 @@ def camera_key(checkpoint: Path) -> str:
     return cameras[0]
 
 
-def robot_args(args, results: Path) -> list[str]:
+def robot_args(args, results: Path, seed: int) -> list[str]:
     return [
         "--robot.type=metaworld_arm",
         f"--robot.task={args.task}",
-        f"--robot.seed={args.seed}",
+        f"--robot.seed={seed}",
         f"--robot.episode_length={args.episode_length}",
         f"--robot.results_file={results}",
     ]
@@ -69,14 +69,14 @@ def console_script(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def run_until(command: list[str], results: Path, args, log: Path, cwd: Path) -> None:
-    """Run a deployment command until the arm has finished ``--episodes`` episodes (or ``--max-seconds``), then
+def run_until(command: list[str], results: Path, count: int, args, log: Path, cwd: Path) -> None:
+    """Run a deployment command until ``results`` holds ``count`` episodes (or ``--max-seconds`` passed), then
     stop it with Ctrl-C (SIGINT), as a user would."""
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         deadline = time.monotonic() + args.max_seconds
         while process.poll() is None and time.monotonic() < deadline:
-            if results.exists() and len(results.read_text().splitlines()) >= args.episodes:
+            if results.exists() and len(results.read_text().splitlines()) >= count:
                 break
             time.sleep(0.5)
         if process.poll() is None:
@@ -86,14 +86,14 @@ def run_until(command: list[str], results: Path, args, log: Path, cwd: Path) -> 
             raise RuntimeError(f"{command[0]} failed; see {log}:\n{log.read_text()[-3000:]}")
 
 
-def rollout_command(mode: str, args, results: Path) -> list[str]:
+def rollout_command(mode: str, args, results: Path, seed: int) -> list[str]:
     rename = json.dumps({f"observation.images.{CAMERA}": camera_key(args.checkpoint)})
     command = [
         console_script("lerobot-rollout"),
         "--strategy.type=base",
         f"--policy.path={args.checkpoint}",
         "--policy.device=cpu",
-        *robot_args(args, results),
+        *robot_args(args, results, seed),
         f"--task={args.prompt}",
         f"--rename_map={rename}",
         f"--fps={args.fps}",
@@ -108,12 +108,12 @@ def rollout_command(mode: str, args, results: Path) -> list[str]:
     return command
 
 
-def client_command(args, results: Path, address: str) -> list[str]:
+def client_command(args, results: Path, seed: int, address: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "lerobot.async_inference.robot_client",
-        *robot_args(args, results),
+        *robot_args(args, results, seed),
         f"--server_address={address}",
         "--policy_type=fastwam",
         f"--pretrained_name_or_path={args.checkpoint}",
@@ -125,12 +125,21 @@ def client_command(args, results: Path, address: str) -> list[str]:
 
 
 def run_mode(mode: str, args, results: Path, log: Path, workdir: Path) -> None:
+    """All episodes in one run (the arm resets itself), or with ``--restart-per-episode`` one run per episode
+    (the policy starts afresh each time; for async, the server stays up and the client restarts)."""
+    runs = (
+        [(args.seed + i, i + 1) for i in range(args.episodes)]
+        if args.restart_per_episode
+        else [(args.seed, args.episodes)]
+    )
     if mode != "async":
-        run_until(rollout_command(mode, args, results), results, args, log, workdir)
+        for seed, count in runs:
+            run_until(rollout_command(mode, args, results, seed), results, count, args, log, workdir)
         return
     rename = json.dumps({f"observation.images.{CAMERA}": camera_key(args.checkpoint)})
     with policy_server(workdir, args.fps, f"--rename_map={rename}") as address:
-        run_until(client_command(args, results, address), results, args, log, workdir)
+        for seed, count in runs:
+            run_until(client_command(args, results, seed, address), results, count, args, log, workdir)
 
 
 def summary(mode: str, results: Path) -> dict:
@@ -168,6 +177,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--episode-length", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1000, help="episode i resets with seed + i")
     parser.add_argument(
+        "--restart-per-episode",
+        action="store_true",
+        help="start the command afresh for each episode, as when a scene is reset with the rollout stopped",
+    )
+    parser.add_argument(
         "--output", type=Path, default=None, help="write the table into this Markdown file (a rerun replaces it)"
     )
     args = parser.parse_args(argv)
@@ -194,7 +208,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         f"after the runs {load:.2f}",
         f"- requested {args.fps} fps, {args.episodes} episodes per mode (at most {args.max_seconds:.0f} s); rtc "
         f"execution horizon {args.execution_horizon}, queue threshold {args.queue_threshold or 30}; async "
-        f"actions_per_chunk {args.actions_per_chunk}; episode i resets with seed {args.seed} + i, "
+        f"actions_per_chunk {args.actions_per_chunk}; episode i resets with seed {args.seed} + i"
+        f"{', one run per episode' if args.restart_per_episode else ', one run for all (the arm resets itself)'}; "
         f"{args.episode_length} steps without success is a failure",
         "",
         "| mode | episodes | successes | success rate | actions/s executed | median steps to success |",
@@ -207,7 +222,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         )
     print("\n".join(lines))
     if args.output:
-        begin, end = f"<!-- bench_sim_arm {args.task} begin -->", f"<!-- bench_sim_arm {args.task} end -->"
+        label = f"{args.task}{' restarted' if args.restart_per_episode else ''}"
+        begin, end = f"<!-- bench_sim_arm {label} begin -->", f"<!-- bench_sim_arm {label} end -->"
         write_block(args.output, begin, end, lines, "## Deployment on the simulated arm: success and loop rate")
     return rows
 
