@@ -43,7 +43,8 @@ from lerobot_fastwam.sim.metaworld_arm import CAMERA
 MODES = ("sync", "rtc", "async")
 
 
-def camera_key(checkpoint: Path) -> str:
+def rename_map(checkpoint: Path) -> str:
+    """``--rename_map`` from the arm's camera to the checkpoint's one camera key (as JSON)."""
     cameras = [
         k
         for k, f in json.loads((checkpoint / "config.json").read_text())["input_features"].items()
@@ -51,7 +52,7 @@ def camera_key(checkpoint: Path) -> str:
     ]
     if len(cameras) != 1:
         raise SystemExit(f"The simulated arm has one camera; {checkpoint} takes {cameras}.")
-    return cameras[0]
+    return json.dumps({f"observation.images.{CAMERA}": cameras[0]})
 
 
 def robot_args(args, results: Path, seed: int) -> list[str]:
@@ -87,7 +88,6 @@ def run_until(command: list[str], results: Path, count: int, args, log: Path, cw
 
 
 def rollout_command(mode: str, args, results: Path, seed: int) -> list[str]:
-    rename = json.dumps({f"observation.images.{CAMERA}": camera_key(args.checkpoint)})
     command = [
         console_script("lerobot-rollout"),
         "--strategy.type=base",
@@ -95,7 +95,7 @@ def rollout_command(mode: str, args, results: Path, seed: int) -> list[str]:
         "--policy.device=cpu",
         *robot_args(args, results, seed),
         f"--task={args.prompt}",
-        f"--rename_map={rename}",
+        f"--rename_map={args.rename_map}",
         f"--fps={args.fps}",
         f"--duration={args.max_seconds + 60}",
         f"--inference.type={mode}",
@@ -136,8 +136,7 @@ def run_mode(mode: str, args, results: Path, log: Path, workdir: Path) -> None:
         for seed, count in runs:
             run_until(rollout_command(mode, args, results, seed), results, count, args, log, workdir)
         return
-    rename = json.dumps({f"observation.images.{CAMERA}": camera_key(args.checkpoint)})
-    with policy_server(workdir, args.fps, f"--rename_map={rename}") as address:
+    with policy_server(workdir, args.fps, f"--rename_map={args.rename_map}") as address:
         for seed, count in runs:
             run_until(client_command(args, results, seed, address), results, count, args, log, workdir)
 
@@ -186,6 +185,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     args = parser.parse_args(argv)
     args.checkpoint = args.checkpoint.resolve()
+    args.rename_map = rename_map(args.checkpoint)
     args.prompt = args.prompt or task_descriptions()[args.task.removeprefix("metaworld-")]
     command = "python benchmarks/bench_sim_arm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
 
